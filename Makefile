@@ -1,0 +1,42 @@
+# Developer commands. `make demo` and `make test` work on a fresh machine:
+# they create .venv and install the package with every extra on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export CELO_DATA_DIR ?= $(abspath ../shared/datasets)
+export JAX_PLATFORMS ?= cpu
+
+.PHONY: venv test test-all demo bench lint format pipelines clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[all,dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ""
+
+demo: $(STAMP)
+	$(PY) -m celo.demo
+
+bench: $(STAMP)
+	$(PY) bench/step_cost.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check celo tests bench components pipelines
+	$(VENV)/bin/ruff format --check celo tests bench components pipelines
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format celo tests bench components pipelines
+	$(VENV)/bin/ruff check --fix celo tests bench components pipelines
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
