@@ -16,6 +16,7 @@ from celo.data.image import (
     mnist_datasets,
 )
 from celo.data.paths import data_root
+from celo.data.text import text_lm_datasets
 
 __all__ = [
     "BatchIterator",
@@ -28,4 +29,5 @@ __all__ = [
     "digits_datasets",
     "fashion_mnist_datasets",
     "mnist_datasets",
+    "text_lm_datasets",
 ]
