@@ -1,10 +1,12 @@
 """The ``theta.state`` checkpoint format (spec §9): flax msgpack, never pickle.
 
 A checkpoint is ``flax.serialization.to_bytes(theta)`` of the theta pytree with
-haiku's layout: nested string-keyed maps, array leaves as msgpack ext type 1.
-Keys are written in lexicographic order and named tuples (``LSTMState``) in
-field order, which makes :func:`save_state` byte-identical to the released
-files. Every saved checkpoint gets a JSON sidecar ``<name>.json`` with the
+haiku's layout: nested string-keyed maps, array leaves as msgpack ext type 1,
+named tuples (``LSTMState``) as maps in field order. Like flax, maps are written
+in the dict's own key order; :func:`load_state` returns dicts in the file's key
+order, so loading and re-saving any checkpoint gives the identical bytes (the
+released files, written after training, have sorted keys because JAX rebuilds
+dicts in sorted order; files written straight from ``init`` keep creation order). Every saved checkpoint gets a JSON sidecar ``<name>.json`` with the
 optimizer name, its configuration and the format version.
 """
 
@@ -30,21 +32,19 @@ class CheckpointError(ValueError):
     """A checkpoint could not be read or does not match the expected layout."""
 
 
-def _sorted_tree(tree: Any) -> Any:
-    """Dicts with sorted keys (recursively); other nodes unchanged."""
-    if isinstance(tree, Mapping):
-        return {str(k): _sorted_tree(tree[k]) for k in sorted(tree, key=str)}
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return type(tree)(*(_sorted_tree(x) for x in tree))
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_sorted_tree(x) for x in tree)
-    return tree
-
-
 def to_bytes(theta: Any) -> bytes:
     """Serialise theta exactly as the reference writes ``theta.state``."""
-    host = jax.tree_util.tree_map(np.asarray, theta)
-    return serialization.to_bytes(_sorted_tree(host))
+    # Not tree_map: JAX would rebuild every dict in sorted key order.
+    return serialization.to_bytes(theta)
+
+
+def _in_order_of(tree: Any, raw: Any) -> Any:
+    """Rebuild the dicts of ``tree`` with the key order of ``raw`` (the file's order)."""
+    if isinstance(tree, Mapping) and isinstance(raw, Mapping):
+        return {k: _in_order_of(tree[k], raw[k]) for k in raw}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields") and isinstance(raw, Mapping):
+        return type(tree)(*(_in_order_of(getattr(tree, f), raw[f]) for f in tree._fields))
+    return tree
 
 
 def _atomic_write(path: str, data: bytes) -> None:
@@ -211,7 +211,8 @@ def from_bytes(template: Any, data: bytes, source: str = "<bytes>") -> Any:
     check_matches(raw, template, source)
     restored = serialization.from_state_dict(template, raw)
     leaves = jax.tree_util.tree_leaves(restored)
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+    theta = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+    return _in_order_of(theta, raw)
 
 
 def load_state(path: str, template: Any) -> Any:

@@ -91,11 +91,6 @@ def test_golden_theta_round_trips(name):
         assert got[k].dtype == want[k].dtype
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save_state writes sorted keys; these init-order golden files need an "
-    "order-preserving option in celo.checkpoints",
-)
 @pytest.mark.parametrize("name", NAMES)
 def test_save_state_is_byte_identical(name, tmp_path):
     _, theta = _load(name)

@@ -129,6 +129,13 @@ def _lopt_update(lopt, theta, state, grad, loss, model_state, is_valid, key):
     return match_type(new_state, state)
 
 
+def strong_types(tree):
+    """Drop JAX's weak types (e.g. from Python scalars) so jit caches stay warm."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree
+    )
+
+
 def match_type(new, old):
     """Cast ``new`` leaf-wise to the dtypes of ``old`` (keeps jit caches warm)."""
     return jax.tree_util.tree_map(
@@ -155,7 +162,7 @@ class LearnedOptimizerInstance(Optimizer):
             )
         if num_steps is not None:
             num_steps = jnp.asarray(num_steps, dtype=jnp.int32)
-        return _lopt_init(self.lopt, self.theta, params, model_state, num_steps, key)
+        return _lopt_init(self.lopt, self.theta, strong_types(params), model_state, num_steps, key)
 
     def update(self, opt_state, grad, loss=None, model_state=None, is_valid=False, key=None):
         if loss is None and self.lopt.needs_loss:
@@ -166,7 +173,7 @@ class LearnedOptimizerInstance(Optimizer):
             loss = jnp.asarray(loss, dtype=jnp.float32)
         is_valid = jnp.asarray(is_valid, dtype=jnp.bool_)
         return _lopt_update(
-            self.lopt, self.theta, opt_state, grad, loss, model_state, is_valid, key
+            self.lopt, self.theta, opt_state, strong_types(grad), loss, model_state, is_valid, key
         )
 
 
@@ -200,13 +207,13 @@ class OptaxOptimizer(Optimizer):
 
     def init(self, params, model_state=None, num_steps=None, key=None):
         del num_steps, key
-        return _optax_init(self, params, model_state)
+        return _optax_init(self, strong_types(params), model_state)
 
     def update(self, opt_state, grad, loss=None, model_state=None, is_valid=False, key=None):
         del is_valid, key
         if loss is not None:
             loss = jnp.asarray(loss, dtype=jnp.float32)
-        return _optax_update(self, opt_state, grad, loss, model_state)
+        return _optax_update(self, opt_state, strong_types(grad), loss, model_state)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
