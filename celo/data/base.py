@@ -110,6 +110,11 @@ class BatchIterator:
         self._position = 0
         self._lock = threading.Lock()
 
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays batches are gathered from (before ``batch_fn``)."""
+        return dict(self._arrays)
+
     def __iter__(self) -> BatchIterator:
         return self
 
