@@ -38,20 +38,21 @@ def load_from_pretrained(input_tree: Any, pretrained_tree: Any) -> Any:
     """
     pre = pytree_to_ordered_dict(pretrained_tree)
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(input_tree)
-    new_leaves, found, missing = [], [], []
+    new_leaves, found, missing, bad = [], [], [], []
     for path, leaf in leaves_with_path:
         name = "/" + "/".join(_key_str(k) for k in path)
         if name in pre:
             value = pre[name]
             if tuple(value.shape) != tuple(leaf.shape):
-                raise checkpoints.CheckpointError(
-                    f"pretrained {name} has shape {tuple(value.shape)}, expected {tuple(leaf.shape)}"
-                )
+                bad.append(f"{name}: pretrained {tuple(value.shape)}, expected {tuple(leaf.shape)}")
+                continue
             new_leaves.append(jax.numpy.asarray(value, dtype=leaf.dtype))
             found.append(name)
         else:
             new_leaves.append(leaf)
             missing.append(name)
+    if bad:
+        raise checkpoints.CheckpointError("pretrained shapes do not match: " + "; ".join(bad))
     log.info("load_from_pretrained: %d keys loaded, %d kept: %s", len(found), len(missing), missing)
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
