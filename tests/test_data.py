@@ -216,10 +216,11 @@ def test_mnist_resized_batches_are_resize_then_scale(tmp_path):
     x = raw.astype(np.float32)
     top = x[:, 1, 1] + (x[:, 1, 2] - x[:, 1, 1]) * 0.25
     bottom = x[:, 2, 1] + (x[:, 2, 2] - x[:, 2, 1]) * 0.25
-    np.testing.assert_allclose(ds.test.arrays["image"][:, 0, 0, 0], top + (bottom - top) * 0.25)
+    expected = (top + (bottom - top) * 0.25) / np.float32(255)  # resize first, then /255
+    np.testing.assert_allclose(ds.test.arrays["image"][:, 0, 0, 0], expected, rtol=1e-6)
     batch = next(ds.test)
     assert batch["image"].shape == (5, 8, 8, 1)
-    stored = ds.test.arrays["image"].reshape(30, -1) / np.float32(255)
+    stored = ds.test.arrays["image"].reshape(30, -1)
     for img in batch["image"].reshape(5, -1):
         assert np.isclose(stored, img, rtol=0, atol=1e-7).all(axis=1).any()
 
@@ -281,6 +282,12 @@ def test_cifar10_binary_loader(tmp_path, as_tar):
     mean_ids = np.rint(gray["image"][:, 0, 0, 0] * 255).astype(int) - 1
     np.testing.assert_allclose(gray["image"][:, 0, 0, 0] * 255, mean_ids + 1, atol=1e-4)
     np.testing.assert_array_equal(gray["label"], mean_ids % 10)
+    # Resized sets apply the image map at load time; it must equal the per-batch path.
+    small = next(data.cifar10_datasets(5, (16, 16), data_dir=tmp_path).train)["image"]
+    small_gray = data.cifar10_datasets(
+        5, (16, 16), convert_to_black_and_white=True, data_dir=tmp_path
+    )
+    np.testing.assert_allclose(next(small_gray.train)["image"], small.mean(-1, keepdims=True))
 
 
 def test_cifar100_binary_fine_labels_and_reference_split_bug(tmp_path):
