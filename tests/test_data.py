@@ -113,6 +113,15 @@ def stored_ids(ds: data.Datasets, split: str) -> np.ndarray:
     return np.sort(ds.split(split).arrays["image"][:, 0, 0, 0].astype(int))
 
 
+def test_data_root_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("CELO_DATA_DIR", str(tmp_path / "env"))
+    assert data.data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert data.data_root() == tmp_path / "env"
+    monkeypatch.delenv("CELO_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data.data_root() == tmp_path / "cache" / "celo" / "datasets"
+
+
 # ---------------------------------------------------------------- resize
 
 
