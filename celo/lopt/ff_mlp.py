@@ -15,6 +15,10 @@ Two implementations are provided:
   Adafactor row/column groups (9–12), which are constant along one axis, are
   pushed through the first layer at their reduced size and broadcast after.
   The result equals the literal form up to float32 rounding.
+
+Celo2 reuses the same network with keyword options (:func:`mlp_outputs`):
+smaller epsilons, normalisation over the last two axes only, and no groups
+9–13 for tensors of rank < 2.
 """
 
 from __future__ import annotations
@@ -49,12 +53,17 @@ def _row_col_factors(v_row, v_col, d1, d0):
     return row_factor, col_factor
 
 
-def mlp_input_groups(p, g, m, rms, fac_g, v_col, v_row, v_diag) -> list[jnp.ndarray]:
+def mlp_input_groups(
+    p, g, m, rms, fac_g, v_col, v_row, v_diag, *, rsqrt_eps: float = 1e-6,
+    vector_fac_groups: bool = True,
+) -> list[jnp.ndarray]:
     """The 14 un-normalised input groups, each shaped ``p.shape + (C_k,)``.
 
     ``p`` and ``g`` must have rank ≥ 1 (scalars are reshaped by the caller).
+    ``rsqrt_eps`` and ``vector_fac_groups`` are as in :func:`mlp_outputs`; with
+    ``vector_fac_groups=False`` a non-factored tensor gets only groups 0–8.
     """
-    rsqrt = jax.lax.rsqrt(rms + 1e-6)
+    rsqrt = jax.lax.rsqrt(rms + rsqrt_eps)
     groups = [
         g[..., None],
         jnp.clip(g, -0.1, 0.1)[..., None],
@@ -74,14 +83,19 @@ def mlp_input_groups(p, g, m, rms, fac_g, v_col, v_row, v_diag) -> list[jnp.ndar
         row_factor, col_factor = _row_col_factors(v_row, v_col, d1, d0)
         fac_mom = m * jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
         groups += [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), fac_mom]
-    else:
+    elif vector_fac_groups:
         rs = jax.lax.rsqrt(v_diag + 1e-8)
         groups += [v_diag, v_diag, rs, rs, m * v_diag**-0.5]
     return groups
 
 
-def _inv_rms(x, axis=None):
-    return jax.lax.rsqrt(_NORM_EPS + jnp.mean(jnp.square(x), axis=axis))
+def _inv_rms(x, axis=None, eps=_NORM_EPS, keepdims=False):
+    return jax.lax.rsqrt(eps + jnp.mean(jnp.square(x), axis=axis, keepdims=keepdims))
+
+
+def _reduced_axes(axes, removed):
+    """``axes`` of a full tensor, renumbered for the tensor with axis ``removed`` dropped."""
+    return tuple(a if a < removed else a - 1 for a in axes if a != removed)
 
 
 def _dense(inputs, w, b):
@@ -95,7 +109,13 @@ def _dense(inputs, w, b):
     return outs
 
 
-def mlp_outputs(weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag):
+def mlp_outputs(
+    weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag, *,
+    rsqrt_eps: float = 1e-6,
+    norm_eps: float = _NORM_EPS,
+    norm_last_axes: int | None = None,
+    vector_fac_groups: bool = True,
+):
     """Direction ``d`` and magnitude ``μ`` of the per-parameter MLP.
 
     Args:
@@ -104,13 +124,22 @@ def mlp_outputs(weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag):
       p, g: parameter and clipped gradient, rank ≥ 1.
       m, rms, fac_g, v_col, v_row, v_diag: updated accumulators, trailing decay
         axis; ``m`` and ``fac_g`` have 3 decays, ``rms`` one.
+      rsqrt_eps: the ε of ``rsqrt(rms + ε)`` in groups 5, 6 and 8 (Celo and
+        VeLO 1e-6, Celo2 1e-8).
+      norm_eps: the ε of the per-channel second-moment normaliser (Celo and
+        VeLO 1e-5, Celo2 1e-9).
+      norm_last_axes: normalise each channel over the last this-many axes of
+        ``p`` (Celo2: 2, so a rank-3 tensor is normalised per slice); None
+        normalises over the whole tensor (Celo, VeLO).
+      vector_fac_groups: a non-factored tensor (rank < 2) feeds ``v_diag`` to
+        groups 9–13 (Celo, VeLO); False leaves those groups out (Celo2).
 
     Returns:
       ``(d, mu)``, each shaped like ``p``.
     """
     w0, b0 = weights["w0"], weights["b0"]
     off = GROUP_OFFSETS
-    r = jax.lax.rsqrt(rms[..., 0] + 1e-6)
+    r = jax.lax.rsqrt(rms[..., 0] + rsqrt_eps)
     ms = [m[..., k] for k in range(m.shape[-1])]
     fgs = [fac_g[..., k] for k in range(fac_g.shape[-1])]
 
@@ -123,6 +152,11 @@ def mlp_outputs(weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag):
     elem += [(fk, off[7] + k) for k, fk in enumerate(fgs)]
     elem += [(g * r, off[8])]
 
+    # Normalisation axes: None (with keepdims off) reduces the whole tensor to
+    # one scalar per channel; a partial set keeps dims so it broadcasts back.
+    whole = norm_last_axes is None or norm_last_axes >= p.ndim
+    axes = None if whole else tuple(range(p.ndim - norm_last_axes, p.ndim))
+
     dims = factored_dims(g.shape)
     row_terms, col_terms = [], []
     if dims is not None:
@@ -133,26 +167,36 @@ def mlp_outputs(weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag):
                 col_factor[..., k], d1
             )
             elem.append((fm, off[13] + k))
-        row_axes = tuple(range(v_row.ndim - 1))
-        col_axes = tuple(range(v_col.ndim - 1))
+        # The row (column) groups are constant along d0 (d1), so their
+        # normaliser over the tiled tensor is one over the reduced tensor.
+        row_axes = tuple(range(v_row.ndim - 1)) if whole else _reduced_axes(axes, d0)
+        col_axes = tuple(range(v_col.ndim - 1)) if whole else _reduced_axes(axes, d1)
         for k in range(v_row.shape[-1]):
             vr, vc = v_row[..., k], v_col[..., k]
             rr, rc = jax.lax.rsqrt(vr + 1e-8), jax.lax.rsqrt(vc + 1e-8)
             row_terms += [(vr, off[9] + k, row_axes), (rr, off[11] + k, row_axes)]
             col_terms += [(vc, off[10] + k, col_axes), (rc, off[12] + k, col_axes)]
-    else:
+    elif vector_fac_groups:
         for k in range(v_diag.shape[-1]):
             vd = v_diag[..., k]
             rs = jax.lax.rsqrt(vd + 1e-8)
             elem += [(vd, off[9] + k), (vd, off[10] + k), (rs, off[11] + k), (rs, off[12] + k)]
             elem.append((ms[k] * vd**-0.5, off[13] + k))
 
-    # Fold each channel's normaliser into its first-layer weights: (H,) per channel.
-    elem_w = [(x, w0[row] * _inv_rms(x)) for x, row in elem]
-    row_w = [(x, w0[row] * _inv_rms(x, ax)) for x, row, ax in row_terms]
-    col_w = [(x, w0[row] * _inv_rms(x, ax)) for x, row, ax in col_terms]
-
     hidden = w0.shape[1]
+
+    def folded(x, row, ax):
+        """Row ``row`` of w0 times the channel's normaliser, indexable by hidden unit."""
+        inv = _inv_rms(x, ax, norm_eps, keepdims=not whole)
+        if whole:
+            return w0[row] * inv
+        return [w0[row, j] * inv for j in range(hidden)]
+
+    # Fold each channel's normaliser into its first-layer weights.
+    elem_w = [(x, folded(x, row, axes)) for x, row in elem]
+    row_w = [(x, folded(x, row, ax)) for x, row, ax in row_terms]
+    col_w = [(x, folded(x, row, ax)) for x, row, ax in col_terms]
+
     z = []
     for j in range(hidden):
         acc = elem_w[0][0] * elem_w[0][1][j]

@@ -243,25 +243,51 @@ class Celo(LearnedOptimizer):
         )
 
     def _interpolate(self, ff: dict, control: jnp.ndarray) -> dict:
-        """Per-tensor MLP weights: ``mean_k(control_k · ff_mod_stack[k])``."""
-        mixed = jax.tree_util.tree_map(
-            lambda w: jnp.mean(w * control.reshape((-1,) + (1,) * (w.ndim - 1)), axis=0), ff
-        )
-        out = {k: mixed[k] for k in ("b0", "w1", "b1", "w2", "b2")}
-        out["w0"] = stack_w0(mixed)
-        return out
+        return interpolate_ff(ff, control)
 
     def _leaf_step(self, weights, lr_mult, p, g, m, v, fg, vc, vr, vd):
-        scalar = p.ndim == 0
-        if scalar:
-            p, g, m, v, fg, vd = (x[None] for x in (p, g, m, v, fg, vd))
-        d, mu = mlp_outputs(weights, p, g, m, v, fg, vc, vr, vd)
-        param_scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
-        step = d * (param_scale * jnp.exp(mu * self.exp_mult)) * self.step_mult
-        if self.train_phase > 1:
-            step = lr_mult * step
-        new_p = p - step
-        return new_p[0] if scalar else new_p
+        return mlp_param_step(
+            weights, p, g, m, v, fg, vc, vr, vd,
+            exp_mult=self.exp_mult,
+            step_mult=self.step_mult,
+            lr_mult=lr_mult if self.train_phase > 1 else None,
+        )
+
+
+def interpolate_ff(ff: dict, control: jnp.ndarray, ff_mult: float | None = None) -> dict:
+    """Per-tensor MLP weights ``ff_mult · mean_k(control_k · ff_mod_stack[k])``.
+
+    Returns the weights in :func:`~celo.lopt.ff_mlp.mlp_outputs`' layout.
+    ``ff_mult=None`` skips the multiplication (Celo); HyperV2 passes its
+    ``ff_mult``, which scales every leaf, biases included.
+    """
+
+    def mix(w):
+        out = jnp.mean(w * control.reshape((-1,) + (1,) * (w.ndim - 1)), axis=0)
+        return out if ff_mult is None else out * ff_mult
+
+    mixed = jax.tree_util.tree_map(mix, ff)
+    out = {k: mixed[k] for k in ("b0", "w1", "b1", "w2", "b2")}
+    out["w0"] = stack_w0(mixed)
+    return out
+
+
+def mlp_param_step(weights, p, g, m, v, fg, vc, vr, vd, *, exp_mult, step_mult, lr_mult=None):
+    """``p − lr_mult · d · exp(exp_mult·μ) · RMS(p) · step_mult`` for one tensor (§4.7).
+
+    Scalars are run as shape (1,) and squeezed back; ``lr_mult=None`` leaves
+    the step unscaled (Celo phase 1).
+    """
+    scalar = p.ndim == 0
+    if scalar:
+        p, g, m, v, fg, vd = (x[None] for x in (p, g, m, v, fg, vd))
+    d, mu = mlp_outputs(weights, p, g, m, v, fg, vc, vr, vd)
+    param_scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
+    step = d * (param_scale * jnp.exp(mu * exp_mult)) * step_mult
+    if lr_mult is not None:
+        step = lr_mult * step
+    new_p = p - step
+    return new_p[0] if scalar else new_p
 
 
 def celo(**kwargs) -> Celo:
