@@ -1,0 +1,5 @@
+import sys
+
+from celo.cli import main
+
+sys.exit(main())
