@@ -151,6 +151,18 @@ def _raw(name: str, root: str) -> Raw:
     return {k: (x, y.astype(np.int32)) for k, (x, y) in raw.items()}
 
 
+def load_arrays(name: str, data_dir: PathLike = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The decoded data set as ``{"train": (images, labels), "test": (...)}``.
+
+    Images are uint8 ``(N, H, W, C)`` in file order, labels int32: the raw
+    material for code that needs its own batch order (e.g. replaying a
+    reference training curve). Arrays are cached and read-only.
+    """
+    if name not in NUM_CLASSES:
+        raise ValueError(f"unknown image data set {name!r}; valid: {', '.join(NUM_CLASSES)}")
+    return _raw(name, str(paths.data_root(data_dir)))
+
+
 @functools.cache
 def _prepared(
     name: str,
