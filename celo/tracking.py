@@ -112,3 +112,42 @@ class MultiTracker:
     def close(self, status="FINISHED"):
         for t in self.trackers:
             t.close(status)
+
+
+def make_tracker(
+    *,
+    mlflow_uri: str | None = None,
+    experiment: str = "celo",
+    stage: str | None = None,
+    pipeline_run_id: str | None = None,
+    log_path: str | None = None,
+    register_model: str | None = None,
+    model_alias: str | None = None,
+    secrets: tuple[str, ...] = (),
+) -> Tracker:
+    """The tracker a command should use, from settings the CLI resolved.
+
+    Args:
+      mlflow_uri: MLflow tracking URI; ``None``/empty/``"none"`` means no MLflow.
+      experiment: MLflow experiment name.
+      stage: run name of this stage (child of the pipeline run).
+      pipeline_run_id: KFP run id grouping the stages of one pipeline run.
+      log_path: JSON-lines log of every record (the stage's spool artifact).
+      register_model: registered-model name for the final ``theta.state``.
+      model_alias: alias for that model version.
+      secrets: values never to be logged.
+
+    Returns:
+      An :class:`~celo.tracking_mlflow.MlflowTracker` (which spools to
+      ``log_path`` itself), a :class:`JsonlTracker`, or a :class:`NoopTracker`.
+    """
+    if mlflow_uri and mlflow_uri.lower() != "none":
+        from celo.tracking_mlflow import MlflowTracker
+
+        return MlflowTracker(mlflow_uri, experiment=experiment, stage=stage,
+                             pipeline_run_id=pipeline_run_id, spool_path=log_path,
+                             register_model=register_model, model_alias=model_alias,
+                             secrets=secrets)
+    if log_path:
+        return JsonlTracker(log_path)
+    return NoopTracker()
