@@ -40,3 +40,22 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Release images (images/README.md) and cluster manifests (manifests/README.md).
+.PHONY: images images-lock images-smoke manifests
+IMAGES ?= cpu cuda tpu mlflow
+
+images: $(STAMP)
+	PY=$(PY) images/build.sh $(IMAGES)
+
+images-lock: $(STAMP)
+	$(PY) -m pip wheel --no-deps -q -w dist .
+	$(PY) images/lock.py
+
+images-smoke: $(STAMP)
+	mkdir -p build/images
+	PY=$(PY) images/build_and_smoke.sh 2>&1 | tee build/images/smoke.log
+
+manifests:
+	for d in base reeval overlays/gke overlays/gke-keyfile overlays/cloudsql; do \
+	  echo "--- manifests/$$d"; kubectl kustomize manifests/$$d || exit 1; done

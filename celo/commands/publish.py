@@ -77,18 +77,8 @@ def read_token(token_file: str | None) -> str | None:
 def run(args) -> int:
     from celo import hub
 
+    # celo.cli.main has logged the flags as params (the token is never one of them).
     tracker = getattr(args, "tracker", None)
-    if tracker is not None:
-        tracker.log_params(
-            {
-                "checkpoint": args.checkpoint,
-                "results": args.results,
-                "repo_id": args.repo_id,
-                "label": args.label,
-                "dry_run": args.dry_run,
-                "private": args.private,
-            }
-        )
     if args.dry_run and not args.out:
         print("celo publish: --dry-run needs --out DIR", file=sys.stderr)
         return 2
