@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export CELO_DATA_DIR ?= $(abspath ../shared/datasets)
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: venv test test-all demo bench lint format pipelines clean
+.PHONY: venv test test-all demo demo-fmnist bench lint format pipelines clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ""
 
+# The whole pipeline DAG at smoke scale on this machine (kfp.local + MLflow sqlite store).
 demo: $(STAMP)
+	$(VENV)/bin/celo pipeline run --local --preset smoke
+
+# Released Celo against Adam on Fashion-MNIST (the earlier demo).
+demo-fmnist: $(STAMP)
 	$(PY) -m celo.demo
+
+# Recompile pipelines/*.yaml from their sources (a test fails when they drift).
+pipelines: $(STAMP)
+	$(PY) -m pipelines.compile
 
 bench: $(STAMP)
 	$(PY) bench/step_cost.py
