@@ -26,6 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_suite": "fast_velo",
         "eval_steps": 20,
         "eval_lrs": "0.001",
+        "eval_workers": 1,
+        "eval_reps": 200,
         "algoperf_workloads": "mnist",
         "algoperf_max_steps": 20,
         "publish": True,
@@ -157,15 +159,30 @@ def run_local(
         error = f"{type(e).__name__}: {e}"
     new = sorted(set(os.listdir(root)) - before)
     run_dir = os.path.join(root, new[-1]) if new else None
+    parent = _parent_run(mlflow_uri, mlflow_experiment)
+    if parent:
+        _log_arguments(mlflow_uri, parent, {**arguments, "preset": preset})
     return LocalRun(
         ok=error is None,
         seconds=time.time() - t0,
         run_dir=run_dir,
         mlflow_uri=mlflow_uri,
         mlflow_experiment=mlflow_experiment,
-        parent_run_id=_parent_run(mlflow_uri, mlflow_experiment),
+        parent_run_id=parent,
         error=error,
     )
+
+
+def _log_arguments(uri: str, run_id: str, arguments: dict[str, Any]) -> None:
+    """The pipeline arguments as params of the parent run, for the MLflow comparison view."""
+    try:
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        params = [Param(f"pipeline.{k}", str(v)) for k, v in sorted(arguments.items())]
+        MlflowClient(tracking_uri=uri).log_batch(run_id, params=params)
+    except Exception as e:  # noqa: BLE001 - the run itself is done; say so and go on
+        print(f"could not log the pipeline arguments to MLflow: {e}")
 
 
 def _parent_run(uri: str, experiment: str) -> str | None:

@@ -37,6 +37,8 @@ def build(target: str = "cpu"):
         eval_steps: int = 0,
         eval_lrs: str = "",
         eval_seeds: str = "0",
+        eval_workers: int = 0,
+        eval_reps: int = 2000,
         algoperf_workloads: str = "",
         algoperf_max_steps: int = 0,
         algoperf_baselines: str = "adam",
@@ -72,6 +74,8 @@ def build(target: str = "cpu"):
             steps=eval_steps,
             lrs=eval_lrs,
             seeds=eval_seeds,
+            workers=eval_workers,
+            reps=eval_reps,
             **tracking,
         )
         algoperf = algoperf_op(
