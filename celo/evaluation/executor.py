@@ -1,0 +1,168 @@
+"""Run evaluation jobs locally: in this process, or in a pool of worker processes.
+
+Cells are independent, so ``workers > 1`` starts that many long-lived worker
+processes (``python -m celo.evaluation.worker``) and hands each the next job
+as one JSON line; a worker answers with one JSON line per cell. Long-lived
+workers keep their loaded data sets and compiled functions between jobs. A
+worker that dies (out of memory, killed) loses only the cell it was training:
+the job's remaining cells are reported as errors and retried on the next
+resume, and a fresh worker takes the next job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from celo.evaluation import cells
+from celo.evaluation.jobs import Job, run_job
+
+#: Prefix of the protocol lines a worker writes on stdout (anything else is passed through).
+PROTOCOL = "@@celo-eval "
+
+
+def default_workers() -> int:
+    """One worker per core, at most two (the size of a CI machine)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class _Progress:
+    """A tqdm bar over cells plus the status of every cell, shared by threads."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = tqdm(
+            total=total, desc="cells", unit="cell", disable=not enabled, dynamic_ncols=True
+        )
+        self.records: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, cell: cells.Cell, status: str, info: dict[str, Any]) -> None:
+        with self.lock:
+            rec = {
+                "label": cell.label,
+                "task": cell.task,
+                "seed": cell.seed,
+                "tag": cell.tag,
+                "status": status,
+            }
+            if status == "error":
+                rec["error"] = info.get("error")
+                tqdm.write(
+                    f"cell {cell.label}/{cell.task}/seed_{cell.seed}/{cell.tag} failed: "
+                    f"{info.get('error')}",
+                    file=sys.stderr,
+                )
+            elif status == "done":
+                s = info["summary"]
+                rec.update(diverged=s["diverged"], seconds_per_step=s["seconds_per_step"])
+            self.records.append(rec)
+            self.bar.set_postfix_str(f"{cell.label} {cell.task[:28]}", refresh=False)
+            self.bar.update(1)
+
+    def close(self):
+        self.bar.close()
+
+
+def execute(
+    jobs: Sequence[Job],
+    workers: int = 1,
+    progress: bool = True,
+    worker_env: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``jobs`` and return one status record per cell (done, skipped or error).
+
+    Args:
+      jobs: the jobs, in the order they should start.
+      workers: 1 runs in this process; more starts that many worker processes.
+      progress: show a tqdm bar over cells.
+      worker_env: environment of the worker processes (default: this one's).
+    """
+    total = sum(len(j.cells()) for j in jobs)
+    bar = _Progress(total, progress)
+    try:
+        if workers <= 1:
+            for job in jobs:
+                run_job(job, bar)
+        else:
+            _pool(jobs, workers, bar, worker_env)
+    finally:
+        bar.close()
+    return bar.records
+
+
+def _pool(jobs: Sequence[Job], workers: int, bar: _Progress, env: dict[str, str] | None) -> None:
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    failures: list[BaseException] = []
+    threads = [
+        threading.Thread(target=_serve, args=(todo, bar, env, failures), daemon=True)
+        for _ in range(min(workers, len(jobs)))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+
+
+def _start_worker(env: dict[str, str] | None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celo.evaluation.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        env=env,
+    )
+
+
+def _serve(todo: queue.Queue, bar: _Progress, env, failures: list) -> None:
+    proc = None
+    try:
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            if proc is None or proc.poll() is not None:
+                proc = _start_worker(env)
+            proc.stdin.write(json.dumps(job.to_json()) + "\n")
+            proc.stdin.flush()
+            reported = set()
+            finished = False
+            for line in proc.stdout:
+                if not line.startswith(PROTOCOL):
+                    sys.stdout.write(line)
+                    continue
+                msg = json.loads(line[len(PROTOCOL) :])
+                if msg["event"] == "cell":
+                    cell = cells.Cell(**msg["cell"])
+                    reported.add(cell)
+                    bar(cell, msg["status"], msg.get("info", {}))
+                elif msg["event"] == "fatal":
+                    raise cells.ConfigMismatchError(msg["error"])
+                elif msg["event"] == "job_done":
+                    finished = True
+                    break
+            if not finished:  # the worker died mid-job
+                code = proc.wait()
+                for cell in job.cells():
+                    if cell not in reported:
+                        bar(cell, "error", {"error": f"worker exited with code {code}"})
+                proc = None
+    except BaseException as e:
+        failures.append(e)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.stdin.close()
+            proc.wait()
