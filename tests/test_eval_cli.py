@@ -1,0 +1,250 @@
+"""``celo evaluate`` end to end (small), resuming, the worker pool, and ``python -m celo.test``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from celo import cli
+from celo.evaluation import cells, scoring, specs
+from tests.conftest import CHECKPOINTS
+
+CELO = CHECKPOINTS / "celo" / "theta.state"
+TASKS = ["ImageMLPAE_Mnist_128x32x128_bs128", "ImageMLP_FashionMnist_Relu128x128"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_parse_optimizer_forms():
+    s = specs.parse_optimizer("adam", [1e-3, 3e-4])
+    assert (s.label, s.name, s.checkpoint, s.learned) == ("adam", "adam", None, False)
+    assert s.tags() == ["lr_1e-03", "lr_3e-04"]
+    s = specs.parse_optimizer("celo=hf://amoudgl/celo")
+    assert (s.label, s.name, s.checkpoint, s.tags()) == (
+        "celo",
+        "celo",
+        "hf://amoudgl/celo",
+        ["theta"],
+    )
+    s = specs.parse_optimizer("mine:celo-adam=runs/x/theta.state")
+    assert (s.label, s.name, s.checkpoint) == ("mine", "celo_adam", "runs/x/theta.state")
+    with pytest.raises(ValueError, match="needs its meta-parameters"):
+        specs.parse_optimizer("celo")
+    with pytest.raises(ValueError, match="takes no checkpoint"):
+        specs.parse_optimizer("adam=x.state")
+    assert specs.DEFAULT_LR_GRID[0] == pytest.approx(1e-5) and specs.DEFAULT_LR_GRID[-1] == 1.0
+    assert len(specs.DEFAULT_LR_GRID) == 11
+
+
+def _evaluate(tmp_path, *extra):
+    argv = [
+        "evaluate",
+        "--optimizers",
+        f"celo={CELO}",
+        "adam",
+        "sgdm",
+        "--tasks",
+        *TASKS,
+        "--steps",
+        "20",
+        "--lrs",
+        "1e-3",
+        "1e-2",
+        "--seeds",
+        "0",
+        "--output",
+        str(tmp_path / "eval"),
+        "--workers",
+        "1",
+        "--reps",
+        "200",
+        "--no-progress",
+        *extra,
+    ]
+    code = cli.main(argv)
+    return code, json.loads((tmp_path / "eval" / "summary.json").read_text())
+
+
+def test_evaluate_small_writes_everything_and_resumes(tmp_path, data_dir):
+    track = tmp_path / "track.jsonl"
+    code, summary = _evaluate(tmp_path, "--tracker-jsonl", str(track))
+    assert code == 0
+    out = tmp_path / "eval"
+    assert summary["tasks_aggregated"] == TASKS
+    for label in ("celo", "adam", "sgdm"):
+        o = summary["optimizers"][label]
+        for key in ("iqm_final_loss", "iqm_speedup"):
+            lo, hi = o[f"{key}_ci"]
+            assert lo <= o[key] <= hi
+        for task in TASKS:
+            e = o["per_task"][task]
+            assert e["final_loss_score"] >= 0 and e["speedup_score"] >= 0
+            assert e["seconds_per_step"] > 0
+            curve = cells.load_npz(str(out / "curves" / label / task / "seed_0.npz"))
+            assert curve["train/loss"].shape == (20,)
+            assert {"eval/xs", "eval/test/loss", "eval/outer_valid/loss_normalized"} <= curve.keys()
+    # The tuned reference scores exactly 1 against itself.
+    for e in summary["optimizers"]["adam"]["per_task"].values():
+        assert e["final_loss_score"] == 1.0 and e["speedup_score"] == 1.0
+    # Scores agree with the saved curves: sgdm's chosen LR is its best, scored against adam's.
+    ref = json.loads((out / "reference_adam.json").read_text())
+    for task in TASKS:
+        r = ref["per_task"][task]
+        assert set(r["sweep"]) == {"lr_1e-03", "lr_1e-02"} and r["learning_rate"] in (1e-3, 1e-2)
+        adam = scoring.ema(
+            cells.load_npz(str(out / "curves/adam" / task / "seed_0.npz"))["train/loss"]
+        )
+        sgdm = scoring.ema(
+            cells.load_npz(str(out / "curves/sgdm" / task / "seed_0.npz"))["train/loss"]
+        )
+        e = summary["optimizers"]["sgdm"]["per_task"][task]
+        assert e["final_loss_score"] == pytest.approx(scoring.final_loss_score(sgdm, adam))
+        assert e["final_loss"] == pytest.approx(min(v for v in e["sweep"].values() if v))
+    for name in ["curves_all.png", "iqm.png", "profiles.png", *(f"curves_{t}.png" for t in TASKS)]:
+        assert (out / "plots" / name).read_bytes()[:8] == PNG
+    assert "Speedup score per task" in (out / "tables.md").read_text()
+    logged = [json.loads(line) for line in track.read_text().splitlines()]
+    metrics = next(r["metrics"] for r in logged if r["type"] == "metrics")
+    assert metrics["eval/celo/iqm_final_loss"] == summary["optimizers"]["celo"]["iqm_final_loss"]
+    assert sum(r["type"] == "artifact" for r in logged) == len(summary["plots"])
+
+    # Resume: nothing left to do, the same scores; a lost cell is the only one rerun.
+    (out / "cells/sgdm" / TASKS[0] / "seed_0" / "lr_1e-02.json").unlink()
+    t0 = time.perf_counter()
+    code, again = _evaluate(tmp_path)
+    assert code == 0
+    assert again["run"]["cells"] == {"done": 1, "skipped": 9, "error": 0}
+    for label in ("celo", "adam", "sgdm"):
+        assert again["optimizers"][label]["iqm_final_loss"] == pytest.approx(
+            summary["optimizers"][label]["iqm_final_loss"]
+        )
+    assert time.perf_counter() - t0 < 120
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
+    argv = [
+        "evaluate",
+        "--optimizers",
+        "sgd",
+        "--reference",
+        "sgd",
+        "--tasks",
+        TASKS[0],
+        "--steps",
+        "10",
+        "--lrs",
+        "1e-2",
+        "--output",
+        str(tmp_path / "e"),
+        "--workers",
+        "1",
+        "--no-plots",
+        "--no-progress",
+        "--reps",
+        "50",
+    ]
+    assert cli.main(argv) == 0
+    with pytest.raises(cells.ConfigMismatchError, match="steps"):
+        cli.main([a if a != "10" else "12" for a in argv])
+
+
+def test_worker_pool_runs_cells_and_reports_failures(tmp_path, data_dir):
+    out = tmp_path / "pool"
+    argv = [
+        "evaluate",
+        "--optimizers",
+        "adam",
+        "--tasks",
+        TASKS[0],
+        "No_Such_Task",
+        "--steps",
+        "10",
+        "--lrs",
+        "1e-3",
+        "1e-2",
+        "--output",
+        str(out),
+        "--workers",
+        "2",
+        "--no-plots",
+        "--no-progress",
+        "--reps",
+        "50",
+    ]
+    assert cli.main(argv) == 1  # the unknown task's cells fail and are reported
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["run"]["cells"] == {"done": 2, "skipped": 0, "error": 2}
+    assert all("No_Such_Task" in e["task"] for e in summary["run"]["errors"])
+    assert summary["tasks_aggregated"] == [TASKS[0]] and summary["tasks_missing"] == [
+        "No_Such_Task"
+    ]
+    assert (out / "cells/adam" / TASKS[0] / "seed_0/lr_1e-02.npz").exists()
+
+
+def test_reference_test_script_flags(tmp_path, data_dir):
+    from celo import test as celo_test
+
+    root = tmp_path / "exp"
+    (root / "train" / "released").mkdir(parents=True)
+    (root / "train" / "released" / "theta.state").write_bytes(
+        (CHECKPOINTS / "celo_adam" / "theta.state").read_bytes()
+    )
+    assert (
+        celo_test.main(
+            [
+                "--optimizer=celo_adam",
+                "--task=ImageMLPAE_Mnist_128x32x128_bs128",
+                "--steps=12",
+                "--exp_id=released",
+                f"--experiment_root={root}",
+                "--disable_wandb",
+            ]
+        )
+        == 0
+    )
+    path = root / "test/released/ImageMLPAE_Mnist_128x32x128_bs128/seed_0/metrics_unroll12.npz"
+    curve = cells.load_npz(str(path))
+    assert curve["train/loss"].shape == (12,)  # exactly `steps` updates
+    np.testing.assert_array_equal(curve["eval/xs"], [0, 10, 12])
+    assert (
+        celo_test.main(
+            [
+                "--optimizer=adam",
+                "--optimizer_type=handcrafted",
+                "--test_lr=0.01",
+                "--task=ImageMLPAE_Mnist_128x32x128_bs128",
+                "--steps=5",
+                "--exp_id=adam",
+                f"--experiment_root={root}",
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_acceptance_command_velodrome17_small(tmp_path, data_dir):
+    """The issue's acceptance command, in full (17 tasks; ~15–30 min on 2 cores)."""
+    out = tmp_path / "acc"
+    argv = [
+        "evaluate",
+        "--optimizers",
+        f"celo={CELO}",
+        "adam",
+        "sgdm",
+        "--suite",
+        "velodrome17_small",
+        "--seeds",
+        "0",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["tasks_aggregated"]) == 17
+    for label in ("celo", "adam", "sgdm"):
+        assert np.isfinite(summary["optimizers"][label]["iqm_final_loss"])
+        assert len(list((out / "curves" / label).glob("*/seed_0.npz"))) == 17
