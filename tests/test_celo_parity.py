@@ -8,6 +8,7 @@ import pytest
 
 from celo import checkpoints
 from celo.factory import get_optimizer
+from celo.optimizers.celo import reference_view
 from celo.lopt import factored_update
 from celo.lopt.ff_mlp import GROUP_CHANNELS, mlp_input_groups, mlp_outputs, stack_w0
 from celo.utils import init_lopt_from_ckpt
@@ -100,13 +101,16 @@ def test_mlp_features_match_golden(step):
     key = "mlp/~/linear_0"
     p = np.asarray(prev.params[key]["w"])
     g = np.asarray(trace["grads_linear_0_w"][step])
-    fac = state.fac_rolling
+    view, prev_view = reference_view(state), reference_view(prev)
+    fac = view["fac_rolling"]
     _, fac_g = factored_update(
-        prev.fac_rolling, golden.toy_tree(trace, "grads_", step), lopt.initial_adafactor_decays
+        prev_view["fac_rolling"], golden.toy_tree(trace, "grads_", step),
+        lopt.initial_adafactor_decays,
     )
+    m = view["mom_rolling"].m[key]["w"]
+    rms = view["rms_rolling"].rms[key]["w"]
     groups = mlp_input_groups(
-        p, g, state.mom_rolling.m[key]["w"], state.rms_rolling.rms[key]["w"],
-        fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"], fac.v_diag[key]["w"],
+        p, g, m, rms, fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"], fac.v_diag[key]["w"],
     )
     raw = np.concatenate(groups, axis=-1)
     np.testing.assert_allclose(raw, feats[f"step{step}_raw_inputs_linear_0_w"], rtol=2e-6, atol=1e-7)
@@ -120,8 +124,8 @@ def test_mlp_features_match_golden(step):
     weights = {k: ff[k] for k in ("b0", "w1", "b1", "w2", "b2")}
     weights["w0"] = stack_w0(ff)
     d, mu = mlp_outputs(
-        weights, p, g, state.mom_rolling.m[key]["w"], state.rms_rolling.rms[key]["w"],
-        fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"], fac.v_diag[key]["w"],
+        weights, p, g, m, rms, fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"],
+        fac.v_diag[key]["w"],
     )
     out = feats[f"step{step}_derived_mlp_out_linear_0_w"]
     np.testing.assert_allclose(d, out[..., 0], rtol=1e-4, atol=1e-5)
@@ -137,3 +141,29 @@ def test_released_checkpoint_round_trips_byte_identical(name, tmp_path):
     out = tmp_path / "theta.state"
     checkpoints.save_state(str(out), theta, optimizer_name=name)
     assert out.read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["celo", "celo_phase1", "celo_adam"])
+def test_final_accumulators_match_golden(name):
+    """Momentum, RMS and factored statistics after 30 updates (reference layout)."""
+    trace = golden.load(f"{name}_update_trace")
+    lopt = get_optimizer(name, **({"track_factored_stats": True} if name == "celo_adam" else {}))
+    opt = init_lopt_from_ckpt(lopt, str(CHECKPOINTS / CKPT[name] / "theta.state"))
+    *_, (_, state) = golden.replay(opt, trace)
+    if name == "celo_adam":
+        view = {"mom_rolling": state.mom_rolling, "rms_rolling": state.rms_rolling,
+                "fac_rolling": state.fac_rolling}
+    else:
+        view = reference_view(state)
+    for leaf in golden.LEAVES:
+        module, param = f"mlp/~/{leaf[:8]}", leaf[-1]
+        pairs = {
+            "final_mom_": view["mom_rolling"].m, "final_rms_": view["rms_rolling"].rms,
+            "final_fac_vrow_": view["fac_rolling"].v_row, "final_fac_vcol_": view["fac_rolling"].v_col,
+            "final_fac_vdiag_": view["fac_rolling"].v_diag,
+        }
+        for prefix, tree in pairs.items():
+            want = trace[prefix + leaf]
+            got = np.asarray(tree[module][param])
+            assert got.shape == want.shape, (prefix + leaf, got.shape, want.shape)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12, err_msg=prefix + leaf)

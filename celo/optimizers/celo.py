@@ -22,8 +22,6 @@ from celo.lopt import (
     LSTMState,
     MomAccumulator,
     RmsAccumulator,
-    factored_init,
-    factored_update,
     fractional_tanh_embed,
     linear_apply,
     linear_init,
@@ -33,12 +31,9 @@ from celo.lopt import (
     lstm_apply,
     lstm_init,
     lstm_initial_state,
-    rolling_mom_init,
-    rolling_mom_update,
-    rolling_rms_init,
-    rolling_rms_update,
     truncated_normal,
 )
+from celo.lopt import celo_kernel
 from celo.lopt.ff_mlp import GROUP_CHANNELS, NUM_INPUTS, mlp_outputs, stack_w0
 from celo.optimizers.base import LearnedOptimizer
 
@@ -49,17 +44,48 @@ _DEFAULT_KEY = 42
 
 @flax.struct.dataclass
 class CeloState:
-    """Inner state; field names follow the reference's ``State``."""
+    """Inner state. The accumulators are kept decay-major, one
+    :class:`~celo.lopt.celo_kernel.LeafState` per parameter tensor in flatten
+    order (see :func:`reference_view` for the reference's ``(..., K)`` layout)."""
 
     params: Any
     state: Any
-    mom_rolling: MomAccumulator
-    rms_rolling: RmsAccumulator
-    fac_rolling: FactoredAccum
+    accumulators: tuple
     iteration: jnp.ndarray
     num_steps: jnp.ndarray
     lstm_hidden_state: LSTMState
     loss_buffer: dict
+
+
+def reference_view(state: CeloState) -> dict:
+    """The accumulators in the reference's layout: ``mom_rolling``, ``rms_rolling``
+    and ``fac_rolling`` with a trailing decay axis (for inspection and tests)."""
+    treedef = jax.tree_util.tree_structure(state.params)
+    accs = state.accumulators
+    stack = lambda xs, empty_shape: jnp.stack(xs, -1) if xs else jnp.zeros(empty_shape, jnp.float32)
+    n_fac = max(len(a.v_row) or len(a.v_diag) for a in accs) if accs else 0
+    leaves = jax.tree_util.tree_leaves(state.params)
+
+    def shaped(x, p):
+        return x.reshape(p.shape + x.shape[-1:])
+
+    unflat = lambda xs: jax.tree_util.tree_unflatten(treedef, xs)
+    return {
+        "mom_rolling": MomAccumulator(
+            m=unflat([shaped(stack(a.m, None), p) for a, p in zip(accs, leaves)]),
+            t=jnp.full((len(accs[0].m) if accs else 0,), state.iteration, jnp.int32),
+        ),
+        "rms_rolling": RmsAccumulator(
+            rms=unflat([shaped(stack(a.rms, None), p) for a, p in zip(accs, leaves)]),
+            t=jnp.full((len(accs[0].rms) if accs else 0,), state.iteration, jnp.int32),
+        ),
+        "fac_rolling": FactoredAccum(
+            v_col=unflat([stack(a.v_col, (0, n_fac)) for a in accs]),
+            v_row=unflat([stack(a.v_row, (0, n_fac)) for a in accs]),
+            v_diag=unflat([shaped(stack(a.v_diag, None), p) if a.v_diag else jnp.zeros((0, n_fac))
+                           for a, p in zip(accs, leaves)]),
+        ),
+    }
 
 
 def init_ff_mod(key, hidden: int, layers: int = 2, outputs: int = 3) -> dict:
@@ -193,16 +219,16 @@ class Celo(LearnedOptimizer):
 
     def init_state(self, theta, params, model_state, num_steps, key):
         del key
-        n_leaves = len(jax.tree_util.tree_leaves(params))
+        leaves = jax.tree_util.tree_leaves(params)
+        k = (len(self.initial_momentum_decays), len(self.initial_rms_decays),
+             len(self.initial_adafactor_decays))
         return CeloState(
             params=params,
             state=model_state,
-            mom_rolling=rolling_mom_init(params, self.initial_momentum_decays),
-            rms_rolling=rolling_rms_init(params, self.initial_rms_decays),
-            fac_rolling=factored_init(params, self.initial_adafactor_decays),
+            accumulators=tuple(celo_kernel.init_leaf(p, *k) for p in leaves),
             iteration=jnp.asarray(0, jnp.int32),
             num_steps=jnp.asarray(num_steps, jnp.int32),
-            lstm_hidden_state=tile_lstm_state(theta["lstm_init_state"], n_leaves),
+            lstm_hidden_state=tile_lstm_state(theta["lstm_init_state"], len(leaves)),
             loss_buffer=loss_buffer_init(num_steps),
         )
 
@@ -214,28 +240,29 @@ class Celo(LearnedOptimizer):
         del is_valid, key
         loss_buffer, controls, lr_mult, lstm_state = self.scheduler_step(theta, state, loss)
         controls = jax.nn.softmax(controls, axis=-1)
-
-        grad = jax.tree_util.tree_map(lambda g: jnp.clip(g, -1000.0, 1000.0), grad)
-        mom = rolling_mom_update(state.mom_rolling, grad, self.initial_momentum_decays)
-        rms = rolling_rms_update(state.rms_rolling, grad, self.initial_rms_decays)
-        fac, fac_g = factored_update(state.fac_rolling, grad, self.initial_adafactor_decays)
-
+        decays = (self.initial_momentum_decays, self.initial_rms_decays,
+                  self.initial_adafactor_decays)
         ff = theta["ff_mod_stack"]["~"]
-        treedef = jax.tree_util.tree_structure(state.params)
-        leaves = [
-            treedef.flatten_up_to(t)
-            for t in (state.params, grad, mom.m, rms.rms, fac_g, fac.v_col, fac.v_row, fac.v_diag)
-        ]
-        new_leaves = []
-        for i, (p, g, m, v, fg, vc, vr, vd) in enumerate(zip(*leaves)):
-            weights = self._interpolate(ff, controls[i])
-            new_leaves.append(self._leaf_step(weights, lr_mult[i], p, g, m, v, fg, vc, vr, vd))
+        leaves, treedef = jax.tree_util.tree_flatten(state.params)
+        grads = treedef.flatten_up_to(grad)
+        new_leaves, new_accs = [], []
+        for i, (p, g, acc) in enumerate(zip(leaves, grads, state.accumulators)):
+            new_p, new_acc = celo_kernel.celo_leaf_update(
+                self._interpolate(ff, controls[i]),
+                p,
+                jnp.clip(g, -1000.0, 1000.0),
+                acc,
+                decays,
+                lr_mult=lr_mult[i] if self.train_phase > 1 else None,
+                exp_mult=self.exp_mult,
+                step_mult=self.step_mult,
+            )
+            new_leaves.append(new_p)
+            new_accs.append(new_acc)
         return CeloState(
             params=jax.tree_util.tree_unflatten(treedef, new_leaves),
             state=model_state,
-            mom_rolling=mom,
-            rms_rolling=rms,
-            fac_rolling=fac,
+            accumulators=tuple(new_accs),
             iteration=state.iteration + 1,
             num_steps=state.num_steps,
             lstm_hidden_state=lstm_state,
@@ -245,13 +272,6 @@ class Celo(LearnedOptimizer):
     def _interpolate(self, ff: dict, control: jnp.ndarray) -> dict:
         return interpolate_ff(ff, control)
 
-    def _leaf_step(self, weights, lr_mult, p, g, m, v, fg, vc, vr, vd):
-        return mlp_param_step(
-            weights, p, g, m, v, fg, vc, vr, vd,
-            exp_mult=self.exp_mult,
-            step_mult=self.step_mult,
-            lr_mult=lr_mult if self.train_phase > 1 else None,
-        )
 
 
 def interpolate_ff(ff: dict, control: jnp.ndarray, ff_mult: float | None = None) -> dict:
