@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("google.cloud.storage")
 
 from celo import checkpoints, storage, storage_gcs  # noqa: E402
-from tests.conftest import CHECKPOINTS  # noqa: E402
+from tests.conftest import CHECKPOINTS, FIXTURES  # noqa: E402
 from tests.fakes.gcs_emulator import GcsEmulator  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -182,3 +182,36 @@ def test_mlflow_artifacts_on_the_same_bucket(root, tmp_path):
         assert open(local).read() == '{"loss": [3, 2, 1]}'
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_publish_reads_and_writes_gcs(root, capsys):
+    from celo import cli
+
+    ckpt = f"{root}/train/theta.state"
+    theta = checkpoints.load_raw(str(CHECKPOINTS / "celo" / "theta.state"))
+    checkpoints.save_state(ckpt, theta, optimizer_name="celo", config={"outer_lr": 3e-4})
+    summary = (FIXTURES / "eval_summary" / "summary.json").read_text()
+    storage.write_bytes(f"{root}/eval/summary.json", summary.replace("CHECKPOINT", ckpt).encode())
+    storage.write_bytes(f"{root}/eval/plots/iqm.png", b"\x89PNG\r\n\x1a\n")
+    argv = [
+        "publish",
+        "--checkpoint",
+        ckpt,
+        "--results",
+        f"{root}/eval",
+        "--repo-id",
+        "o/n",
+        "--dry-run",
+        "--out",
+        f"{root}/card",
+    ]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert storage.list_dir(f"{root}/card") == [
+        "README.md",
+        "config.json",
+        "eval",
+        "plots",
+        "theta.state",
+    ]
+    assert storage.read_bytes(f"{root}/card/theta.state") == storage.read_bytes(ckpt)
+    assert b"![iqm](plots/iqm.png)" in storage.read_bytes(f"{root}/card/README.md")

@@ -96,3 +96,44 @@ def test_smoke_meta_train_on_gcs_survives_a_kill_and_resumes(data_dir, monkeypat
         final = checkpoints.load_raw(f"{exp}/theta.state")
         assert checkpoints.read_sidecar(f"{exp}/theta.state")["optimizer"] == "celo_phase1"
         assert final and not any(n.startswith(".tmp-") for n in done)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("evaluate" not in _available(), reason="celo evaluate is not available")
+def test_evaluate_writes_results_to_gcs(data_dir, monkeypatch):
+    """``celo evaluate`` reads theta from gs:// and writes curves, tables and plots there."""
+    with GcsEmulator("celo-eval") as gcs:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
+        env = {**os.environ, **gcs.env, "CELO_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+        theta = "gs://celo-eval/train/theta.state"
+        src = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoints", "celo")
+        checkpoints.save_state(
+            theta, checkpoints.load_raw(os.path.join(src, "theta.state")), optimizer_name="celo"
+        )
+        out = "gs://celo-eval/eval"
+        cmd = [
+            sys.executable,
+            "-m",
+            "celo.cli",
+            "evaluate",
+            "--optimizers",
+            f"celo={theta}",
+            "adam",
+            "--tasks",
+            "ImageMLP_FashionMnist_Relu128x128",
+            "--steps",
+            "5",
+            "--lrs",
+            "1e-3",
+            "--seeds",
+            "0",
+            "--output",
+            out,
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert {"summary.json", "tables.md", "curves", "plots"} <= set(storage.list_dir(out))
+        assert "iqm.png" in storage.list_dir(f"{out}/plots")
