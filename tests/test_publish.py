@@ -212,7 +212,8 @@ def test_token_file_is_read_and_never_leaks(run_dir, fake_hub, tmp_path, capfd, 
     token_file.parent.mkdir()
     token_file.write_text(TOKEN + "\n")  # secrets mounted from Kubernetes end with a newline
     out = tmp_path / "out"
-    with caplog.at_level(logging.DEBUG):
+    # Debug level everywhere, huggingface_hub's own logger (level WARNING by default) included.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="huggingface_hub"):
         assert _publish(run_dir, "--token-file", str(token_file), "--out", str(out)) == 0
         assert _publish(run_dir, "--token-file", str(token_file)) == 0
     assert len(fake_hub.history[REPO]) == 2
