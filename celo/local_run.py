@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tiny everything: both phases, the small evaluation, AlgoPerf-lite, a dry-run publish.
     "smoke": {
         "phase1_preset": "smoke",
-        "phase2_preset": "smoke",
+        "phase2_preset": "smoke_phase2",
         "eval_suite": "fast_velo",
         "eval_steps": 20,
         "eval_lrs": "0.001",
@@ -154,7 +157,11 @@ def run_local(
     t0 = time.time()
     error = None
     try:
-        pipeline(**arguments)
+        with warnings.catch_warnings():
+            # expected here: per-task cluster settings and the stage image are for a cluster
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            warnings.filterwarnings("ignore", message=".*non-Python base image")
+            pipeline(**arguments)
     except Exception as e:  # noqa: BLE001 - reported with the run's outputs
         error = f"{type(e).__name__}: {e}"
     new = sorted(set(os.listdir(root)) - before)
@@ -212,7 +219,10 @@ def _find(run_dir: str | None, pattern: str) -> str | None:
 def ui_command(uri: str) -> str:
     """The one command that opens the MLflow UI on the store the run used."""
     if uri.startswith("sqlite:"):
-        return f"mlflow ui --backend-store-uri {uri} --workers 1 --port 5000"
+        exe = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+        if exe.startswith(os.getcwd() + os.sep):
+            exe = os.path.relpath(exe)
+        return f"{exe} ui --backend-store-uri {uri} --workers 1 --port 5000"
     return f"open {uri} in a browser"
 
 

@@ -33,7 +33,8 @@ def meta_train(
       tracking_log: every metric and artifact the stage tracked (JSON lines);
         it is the record of the run when MLflow was unreachable.
       metrics: the last value of every tracked metric.
-      preset: ``celo train`` preset (``phase1``, ``phase2`` or ``smoke``).
+      preset: ``celo train`` preset of this phase (``phase1``, ``phase2``,
+        ``smoke`` or ``smoke_phase2``).
       seed: meta-training seed.
       init_theta: the phase-1 theta (phase 2 only).
       pipeline_run_id: KFP run id; groups the stages under one MLflow run.
@@ -48,7 +49,6 @@ def meta_train(
         "train",
         {
             "--preset": preset,
-            "--phase": phase,
             "--seed": seed,
             "--experiment_root": theta.path,
             "--exp_id": f"phase{phase}",

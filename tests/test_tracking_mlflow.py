@@ -8,6 +8,7 @@ spools everything, and the spool replays.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -284,3 +285,70 @@ def test_stage_survives_server_stop_and_spool_replays(tmp_path):
         assert [m.value for m in c.get_metric_history(t.run_id, "meta_loss")] == [3.0, 2.0, 1.0]
     finally:
         srv.stop()
+
+
+def _train_has_tracking_flags() -> bool:
+    if "train" not in cli._available():
+        return False
+    parser = cli.build_parser(only="train")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return "--tracking-log" in sub.choices["train"]._option_string_actions
+
+
+def test_meta_training_survives_server_stop(tmp_path, data_dir):
+    """The real stage: ``celo train --preset smoke`` loses its server after the first metrics."""
+    if not _train_has_tracking_flags():
+        pytest.skip("`celo train` has no tracking flags yet (celo.cli.add_tracking_args)")
+    srv = MlflowServer(str(tmp_path / "srv")).start()
+    log = tmp_path / "log.jsonl"
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celo",
+                "train",
+                "--preset",
+                "smoke",
+                "--outer_iterations",
+                "20",
+                "--experiment_root",
+                str(tmp_path / "exp"),
+                "--exp_id",
+                "outage",
+                "--data_dir",
+                str(data_dir),
+                "--mlflow-uri",
+                srv.uri,
+                "--mlflow-experiment",
+                "outage",
+                "--pipeline-run-id",
+                "p-train",
+                "--stage",
+                "meta_train_phase1",
+                "--tracking-log",
+                str(log),
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and any(r["type"] == "metrics" for r in _spool(log)):
+                break
+            time.sleep(0.05)
+        srv.stop()  # after the first metrics, before the end of training
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        srv.stop()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stderr.count("TrackingUnavailableWarning") == 1, stderr[-3000:]
+    assert (tmp_path / "exp" / "train" / "outage" / "theta.state").exists()
+    records = _spool(log)
+    steps = [r["step"] for r in records if r["type"] == "metrics"]
+    assert steps == list(range(1, 20, 2))  # every logged iteration is in the stage's log
+    assert any(r["type"] == "artifact" and r["path"].endswith("theta.state") for r in records)
+    assert records[-1]["type"] == "close" and records[-1]["status"] == "FINISHED"
