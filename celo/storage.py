@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
+import uuid
 
 #: scheme → module implementing read_bytes / write_bytes / exists / list_dir.
 BACKENDS: dict[str, str] = {"gs": "celo.storage_gcs"}
@@ -49,7 +49,10 @@ def write_bytes(path: str, data: bytes) -> None:
         return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    # Not mkstemp: its files are 0600, and a checkpoint must get the mode a plain open()
+    # gives (0666 less the umask) so that a stage running as another user can read it.
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
