@@ -2,9 +2,9 @@
 
 Used by ``celo pipeline compare`` (the re-evaluation pipeline's last stage)
 and by ``celo pipeline run --local`` to print the scores of the run. A folder
-holding ``error.json`` instead of ``summary.json`` is an evaluation that failed
-(for example a checkpoint that could not be downloaded); it is listed, never
-silently dropped.
+holding ``error.json`` is an evaluation that failed (for example a checkpoint
+that could not be downloaded); it is listed as failed, never silently dropped,
+and a partial ``summary.json`` next to it is not used.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def compare(
     for folder in results:
         source = _source_name(folder)
         summary_path, error_path = (os.path.join(folder, n) for n in ("summary.json", "error.json"))
-        if os.path.exists(summary_path):
+        if os.path.exists(summary_path) and not os.path.exists(error_path):
             with open(summary_path) as f:
                 for row in rows_of(json.load(f), source):
                     if row["reference"] and seen_reference:

@@ -247,6 +247,10 @@ def report(run: LocalRun) -> str:
     if algoperf:
         with open(algoperf) as f:
             lines += ["", f"AlgoPerf-lite ({os.path.basename(algoperf)}):", f.read().strip()]
+    compared = _find(run.run_dir, os.path.join("compare", "comparison", "comparison.md"))
+    if compared:
+        with open(compared) as f:
+            lines += ["", "Comparison of the checkpoints:", f.read().strip()]
     card = _find(run.run_dir, os.path.join("publish", "card"))
     if card:
         lines += ["", f"published (dry run) to {card}"]

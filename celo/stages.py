@@ -19,6 +19,7 @@ import html
 import io
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -70,9 +71,10 @@ def checkpoint_spec(checkpoint: str) -> str:
     """A ``celo evaluate --optimizers`` spec for a released checkpoint.
 
     ``owner/repo`` and ``hf://owner/repo`` become ``repo:name=hf://owner/repo``
-    with the optimizer named after the repository (``celo-adam`` → ``celo_adam``);
-    a path to a ``theta.state`` becomes ``celo=PATH``; a string that already
-    holds ``=`` is a full spec and is returned unchanged.
+    with the optimizer named after the repository when the registry knows the
+    name (``celo-adam`` → ``celo_adam``, ``rnn-mlp-lopt`` → ``rnn_mlp``) and
+    ``celo`` otherwise; a path to a ``theta.state`` becomes ``celo=PATH``; a
+    string that already holds ``=`` is a full spec and is returned unchanged.
     """
     if "=" in checkpoint:
         return checkpoint
@@ -84,8 +86,14 @@ def checkpoint_spec(checkpoint: str) -> str:
             f"cannot read {checkpoint!r} as owner/repo, hf://owner/repo, a "
             "theta.state path or a NAME=URI spec"
         )
-    name = repo.split("/")[1]
-    return f"{name}:{name.replace('-', '_')}=hf://{repo}"
+    from celo.optimizers.registry import canonical_name, is_learned
+
+    label = repo.split("/")[1]
+    try:
+        name = canonical_name(label.replace("-", "_"))
+    except ValueError:
+        name = "celo"
+    return f"{label}:{name if is_learned(name) else 'celo'}=hf://{repo}"
 
 
 def last_metrics(log_path: str) -> dict[str, float]:
@@ -145,6 +153,14 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
 
+def _reason(tee: _Tee) -> str:
+    """What went wrong, from the command's stderr: its last error line, else its last line."""
+    lines = [line.strip() for line in tee.tail.splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"(Error|Exception)\b", line)]
+    pick = errors[-1] if errors else lines[-1] if lines else ""
+    return f": {pick[:400]}" if pick else ""
+
+
 def run_stage(
     command: str,
     flags: Mapping[str, Any],
@@ -180,7 +196,7 @@ def run_stage(
     try:
         with contextlib.redirect_stderr(tee):
             rc = main(argv)
-        error = None if rc == 0 else f"celo {command} exited with status {rc}"
+        error = None if rc == 0 else f"celo {command} exited with status {rc}" + _reason(tee)
     except Exception as e:  # noqa: BLE001 - recorded or re-raised below
         error = f"celo {command} failed: {type(e).__name__}: {e}"
         if soft_fail_dir is None:

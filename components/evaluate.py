@@ -87,6 +87,8 @@ def evaluate_checkpoint(
     steps: int = 0,
     lrs: str = "",
     seeds: str = "0",
+    workers: int = 0,
+    reps: int = 2000,
     pipeline_run_id: str = "",
     mlflow_uri: str = "",
     mlflow_experiment: str = "celo-reeval",
@@ -108,6 +110,8 @@ def evaluate_checkpoint(
       steps: horizon of every task; 0 keeps the suite's.
       lrs: learning-rate grid of the baselines, space-separated.
       seeds: space-separated seeds.
+      workers: worker processes; 0 picks one per core (up to 2).
+      reps: bootstrap repetitions for the confidence intervals.
       pipeline_run_id: KFP run id; groups the stages under one MLflow run.
       mlflow_uri: MLflow tracking URI; empty means ``$MLFLOW_TRACKING_URI``.
       mlflow_experiment: MLflow experiment.
@@ -122,6 +126,8 @@ def evaluate_checkpoint(
             "--steps": steps or None,
             "--lrs": lrs.split(),
             "--seeds": seeds.split(),
+            "--workers": workers or None,
+            "--reps": reps,
             "--output": results.path,
             "--no-progress": True,
             "--pipeline-run-id": pipeline_run_id,

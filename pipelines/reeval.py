@@ -33,6 +33,8 @@ def build(target: str = "cpu"):
         steps: int = 0,
         lrs: str = "",
         seeds: str = "0",
+        workers: int = 0,
+        reps: int = 2000,
         mlflow_uri: str = "",
         mlflow_experiment: str = "celo-reeval",
     ):
@@ -49,6 +51,8 @@ def build(target: str = "cpu"):
                 steps=steps,
                 lrs=lrs,
                 seeds=seeds,
+                workers=workers,
+                reps=reps,
                 **tracking,
             )
             configure(ev, target, "compute", hf_token=True)

@@ -118,3 +118,49 @@ def test_smoke_dag_is_tracked_in_mlflow(tmp_path, monkeypatch, capsys, data_dir)
     assert next(run_dir.rglob("evaluate/report")).read_text().startswith("<html>")
     card = next(run_dir.rglob("publish/card"))
     assert (card / "theta.state").exists() and (card / "README.md").exists()
+
+
+def test_reeval_evaluates_the_others_and_names_the_missing_checkpoint(
+    tmp_path, monkeypatch, capsys, data_dir
+):
+    """reeval.yaml locally: one good checkpoint, one that cannot be downloaded."""
+    parser = cli.build_parser(only="evaluate")
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "--tracking-log" not in action.choices["evaluate"]._option_string_actions:
+        pytest.skip("`celo evaluate` has no tracking flags yet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the missing repo fails at once, without network
+    good = os.path.join(ROOT, "tests", "fixtures", "checkpoints", "celo", "theta.state")
+    rc = cli.main(
+        [
+            "pipeline",
+            "run",
+            "--local",
+            "-f",
+            os.path.join(ROOT, "pipelines", "reeval.yaml"),
+            "--pipeline-root",
+            str(tmp_path / "outputs"),
+            "--mlflow-experiment",
+            "celo-reeval",
+            f'checkpoints=["{good}", "nobody/missing-checkpoint"]',
+            "suite=fast_velo",
+            "steps=10",
+            "lrs=0.001",
+            "workers=1",
+            "reps=100",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 1  # the run fails ...
+    assert "FAILED" in out and "nobody/missing-checkpoint" in out  # ... naming the checkpoint
+    comparison = json.loads(next((tmp_path / "outputs").rglob("comparison.json")).read_text())
+    assert [r["optimizer"] for r in comparison["rows"]] == ["celo", "adam"]  # the other one ran
+    assert [f["source"] for f in comparison["failed"]] == [
+        "missing-checkpoint:celo=hf://nobody/missing-checkpoint"
+    ]
+    assert "HubError: nobody/missing-checkpoint" in comparison["failed"][0]["error"]
+    c = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns.db")
+    runs = c.search_runs([c.get_experiment_by_name("celo-reeval").experiment_id])
+    names = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert names == ["compare", f"evaluate {good}", "evaluate nobody/missing-checkpoint"]

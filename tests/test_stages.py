@@ -49,6 +49,8 @@ def test_theta_in_finds_the_checkpoint(tmp_path):
     "given, spec",
     [
         ("amoudgl/celo", "celo:celo=hf://amoudgl/celo"),
+        ("amoudgl/rnn-mlp-lopt", "rnn-mlp-lopt:rnn_mlp=hf://amoudgl/rnn-mlp-lopt"),
+        ("someone/my-run", "my-run:celo=hf://someone/my-run"),
         ("hf://amoudgl/celo-adam", "celo-adam:celo_adam=hf://amoudgl/celo-adam"),
         ("mine:celo=gs://b/theta.state", "mine:celo=gs://b/theta.state"),
         ("/tmp/x/theta.state", "celo=/tmp/x/theta.state"),
@@ -122,7 +124,7 @@ def test_compare_lists_every_checkpoint_and_fails_on_a_missing_one(tmp_path, cap
     _summary(tmp_path / "a" / "results", "celo", 1.2)
     _summary(tmp_path / "b" / "results", "celo-adam", 1.1)
     failed = tmp_path / "c" / "results"
-    failed.mkdir(parents=True)
+    _summary(failed, "nobody", 0.5)  # a partial summary of a failed run is not used
     (failed / "error.json").write_text(
         json.dumps(
             {
