@@ -57,7 +57,16 @@ def _train(root: str, env: dict, *extra: str) -> list[str]:
 def test_smoke_meta_train_on_gcs_survives_a_kill_and_resumes(data_dir, monkeypatch, tmp_path):
     with GcsEmulator("celo-train") as gcs:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
-        env = {**os.environ, **gcs.env, "CELO_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+        env = {
+            **os.environ,
+            **gcs.env,
+            "CELO_DATA_DIR": str(data_dir),
+            "JAX_PLATFORMS": "cpu",
+            # The resumed run loads the first run's compiled step instead of recompiling.
+            "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        }
         root = "gs://celo-train/experiments"
         exp = f"{root}/train/killed"
         first_log = tmp_path / "first.log"
