@@ -123,4 +123,5 @@ def test_cpu_image_builds_and_runs_a_smoke_train(tmp_path):
     text = log.read_text()
     assert proc.returncode == 0, text[-4000:]
     assert "usage: celo" in text  # celo --help inside the image
+    assert '"theta_path": "/tmp/smoke/train/smoke/theta.state"' in text  # the smoke train
     assert "== " in text and "done" in text.splitlines()[-1]
