@@ -24,7 +24,11 @@ def _batches(seed: int, n: int = 400, dim: int = 5, bs: int = 8):
 
 
 def _datasets(seed: int = 0) -> Datasets:
-    return Datasets(*(_batches(seed * 10 + i) for i in range(4)))
+    abstract = {
+        "x": jax.ShapeDtypeStruct((8, 5), jnp.float32),
+        "y": jax.ShapeDtypeStruct((8,), jnp.float32),
+    }
+    return Datasets(*(_batches(seed * 10 + i) for i in range(4)), abstract_batch=abstract)
 
 
 class Regression(Task):
@@ -147,3 +151,41 @@ def test_learned_optimizer_theta_is_an_argument(name):
     zero = jax.tree_util.tree_map(jnp.zeros_like, hps["theta"])
     again = runner.run(zero, _datasets())  # a new theta reuses the compiled step
     assert again.compile_seconds == 0.0
+
+
+class ConvRegression(Regression):
+    """The regression with a 1×1 convolution in front: steps one compiled call at a time."""
+
+    def init(self, key):
+        return {"w": jnp.zeros((5,)), "b": jnp.zeros(()), "k": jnp.ones((1, 1, 1, 1))}
+
+    def loss(self, params, key, data):
+        x = jax.lax.conv_general_dilated(
+            data["x"][:, None, :, None],
+            params["k"],
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )[:, 0, :, 0]
+        return jnp.mean((x @ params["w"] + params["b"] - data["y"]) ** 2)
+
+
+def test_tasks_with_convolutions_step_without_scan_and_give_the_same_curve():
+    from celo.evaluation.inner_train import uses_convolution
+
+    task = ConvRegression()
+    task.datasets = _datasets()  # abstract batch for the trace
+    assert uses_convolution(task) and not uses_convolution(_with_data(Regression()))
+    opt = get_optimizer("sgd", learning_rate=0.05)
+    stepped = CurveRunner(task, lambda _: opt, CurveConfig(steps=15))
+    assert not stepped.scan
+    scanned = CurveRunner(task, lambda _: opt, CurveConfig(steps=15, scan=True))
+    a = stepped.run(None, _datasets(), _datasets(1))
+    b = scanned.run(None, _datasets(), _datasets(1))
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(a.eval_loss["test"], b.eval_loss["test"], rtol=1e-5)
+
+
+def _with_data(task):
+    task.datasets = _datasets()
+    return task
