@@ -238,7 +238,7 @@ class MlflowTracker:
         clean = {k: str(v) for k, v in tags.items()}
         if self.spool:
             self.spool.set_tags(clean)
-        self._call(self.client_set_tags, clean, record={"type": "tags", "tags": clean})
+        self._call(self._send_tags, clean, record={"type": "tags", "tags": clean})
 
     def close(self, status: str = "FINISHED") -> None:
         """End the run: replay a backlog if MLflow is back, register the checkpoint, summarise."""
@@ -287,7 +287,7 @@ class MlflowTracker:
         else:
             self.client.log_artifact(self.run_id, path, artifact_path)
 
-    def client_set_tags(self, tags: dict[str, str]) -> None:
+    def _send_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
@@ -342,7 +342,7 @@ def _send_record(tracker: MlflowTracker, record: dict) -> None:
     elif kind == "artifact" and os.path.exists(record["path"]):
         tracker._call(tracker._send_artifact, record["path"], record.get("artifact_path"))
     elif kind == "tags":
-        tracker._call(tracker.client_set_tags, record["tags"])
+        tracker._call(tracker._send_tags, record["tags"])
 
 
 def _dispatch(tracker: Tracker, record: dict, spool: bool = True) -> None:

@@ -11,11 +11,11 @@ STORE=${1:-mlruns.db}
 EXPERIMENT=${2:-celo-smoke}
 OUT=${3:-docs/mlflow_compare.png}
 PORT=${PORT:-5077}
-VENV_BIN=$(dirname "$(command -v python)")
+VENV_BIN=${VENV:-.venv}/bin
 URI="sqlite:///$(realpath "$STORE")"
 
 # the two most recent pipeline (parent) runs and their experiment id
-read -r EXP_ID RUN_A RUN_B < <(python - "$URI" "$EXPERIMENT" <<'EOF'
+read -r EXP_ID RUN_A RUN_B < <("$VENV_BIN/python" - "$URI" "$EXPERIMENT" <<'EOF'
 import sys
 from mlflow import MlflowClient
 client = MlflowClient(tracking_uri=sys.argv[1])
