@@ -69,7 +69,7 @@ def _evaluate(tmp_path, *extra):
 
 def test_evaluate_small_writes_everything_and_resumes(tmp_path, data_dir):
     track = tmp_path / "track.jsonl"
-    code, summary = _evaluate(tmp_path, "--tracker-jsonl", str(track))
+    code, summary = _evaluate(tmp_path, "--tracking-log", str(track))
     assert code == 0
     out = tmp_path / "eval"
     assert summary["tasks_aggregated"] == TASKS

@@ -64,7 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="JAX persistent compilation cache folder ('auto': OUTPUT/.jax_cache for "
         "local outputs; 'none' disables it); makes resumed runs start faster",
     )
-    p.add_argument("--tracker-jsonl", help="also log scores and plots to this JSON-lines file")
+    from celo.cli import add_tracking_args
+
+    add_tracking_args(p)  # celo.cli.main turns these into args.tracker
     return p
 
 
@@ -79,7 +81,7 @@ def _compile_cache(args) -> str | None:
 def run(args) -> int:
     from celo.evaluation import benchmark, executor, specs
     from celo.tasks import get_suite
-    from celo.tracking import JsonlTracker, NoopTracker
+    from celo.tracking import NoopTracker
 
     lrs = tuple(args.lrs) if args.lrs else benchmark.default_lrs(args.suite)
     try:
@@ -96,7 +98,7 @@ def run(args) -> int:
         os.makedirs(cache, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", cache)
         env["JAX_COMPILATION_CACHE_DIR"] = cache
-    tracker = JsonlTracker(args.tracker_jsonl) if args.tracker_jsonl else NoopTracker()
+    tracker = getattr(args, "tracker", None) or NoopTracker()
     summary = benchmark.evaluate(
         opts,
         tasks,
@@ -115,7 +117,6 @@ def run(args) -> int:
         reps=args.reps,
         worker_env=env,
     )
-    tracker.close()
     _print(summary)
     errors = summary["run"]["errors"]
     if errors:
