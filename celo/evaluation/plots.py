@@ -112,15 +112,15 @@ def task_curves(
         for ax in axes[n:]:
             ax.set_visible(False)
         handles, names = axes[0].get_legend_handles_labels()
+        fig.tight_layout()
         fig.legend(
-            [h for h, m in zip(handles, names)],
+            handles,
             [m.split(" (lr")[0] for m in names],
-            loc="upper center",
+            loc="lower center",
             ncol=len(names),
             fontsize=8,
-            bbox_to_anchor=(0.5, 1.02),
+            bbox_to_anchor=(0.5, 1.0),
         )
-        fig.tight_layout()
         paths.append(_save(fig, storage.join(out_dir, "curves_all.png")))
     return paths
 
@@ -143,11 +143,11 @@ def iqm_bars(summary: Mapping[str, Any], path: str) -> str | None:
         ci = np.array([opts[k][f"{key}_ci"] for k in names])
         err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
         ax.barh(ys, vals, xerr=err, color=[_color(labels, k) for k in names], alpha=0.8, capsize=4)
-        for y, v in zip(ys, vals):
-            ax.text(v, y + 0.3, f"{v:.2f}", fontsize=7, ha="center")
+        for y, v, (lo, hi) in zip(ys, vals, ci):
+            ax.text(hi, y, f"  {v:.2f} [{lo:.2f}, {hi:.2f}]", fontsize=7, va="center")
         ax.axvline(1.0, color="k", ls="--", lw=0.8)
         ax.set_title(f"{title}\n({len(summary['tasks_aggregated'])} tasks, 95% CI)", fontsize=9)
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, max(1.2, float(ci[:, 1].max())) * 1.35)  # room for the labels
     axes[0].set_yticks(ys, names)
     fig.tight_layout()
     return _save(fig, path)
