@@ -168,7 +168,8 @@ def run_local(
     run_dir = os.path.join(root, new[-1]) if new else None
     parent = _parent_run(mlflow_uri, mlflow_experiment)
     if parent:
-        _log_arguments(mlflow_uri, parent, {**arguments, "preset": preset})
+        defaults = {k: v.get("defaultValue") for k, v in inputs.items()}
+        _log_arguments(mlflow_uri, parent, {**defaults, **arguments, "preset": preset})
     return LocalRun(
         ok=error is None,
         seconds=time.time() - t0,

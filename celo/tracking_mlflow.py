@@ -3,8 +3,10 @@
 One pipeline run is one MLflow *parent* run, found or created by its KFP run
 id (tag ``celo.pipeline_run_id``); every stage is a *child* run of it, created
 in its own process (``mlflow.parentRunId``). The parent also receives the last
-value of every stage metric as ``<stage>/<metric>``, so that the runs list and
-the comparison view show the headline numbers of each pipeline run side by side.
+value of every summary metric of a stage (a key with at most two ``/``, so
+``eval/celo/iqm_final_loss`` but not the per-task scores) as
+``<stage>/<metric>``, so that the runs list and the comparison view show the
+headline numbers of each pipeline run side by side.
 
 Losing a run because of the tracker is not acceptable, so nothing raised by
 MLflow reaches the caller. Every record is first appended to a JSON-lines spool
@@ -254,7 +256,7 @@ class MlflowTracker:
             prefix = self.stage or "stage"
             self._call(
                 self._send_metrics,
-                {f"{prefix}/{k}": v for k, v in self._last.items()},
+                {f"{prefix}/{k}": v for k, v in self._last.items() if k.count("/") <= 2},
                 None,
                 int(time.time() * 1000),
                 self.parent_run_id,

@@ -40,7 +40,7 @@ done
 URL="http://127.0.0.1:$PORT/#/compare-runs?runs=[%22$RUN_A%22,%22$RUN_B%22]&experiments=[%22$EXP_ID%22]"
 PROFILE=$(mktemp -d)
 chromium --headless --no-sandbox --disable-gpu --user-data-dir="$PROFILE" \
-  --window-size=1600,1400 --virtual-time-budget=25000 --hide-scrollbars \
+  --window-size=1600,2200 --virtual-time-budget=25000 --hide-scrollbars \
   --screenshot="$OUT" "$URL" 2> /dev/null
 rm -rf "$PROFILE"
 echo "compared runs $RUN_A and $RUN_B of experiment $EXPERIMENT ($EXP_ID): $OUT"
