@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from celo import checkpoints
+from celo import checkpoints, cli
 from celo.commands import train as train_cmd
 from celo.factory import get_optimizer
 from celo.utils import pytree_to_ordered_dict
@@ -90,7 +90,7 @@ def _leaves(path: Path, name: str) -> dict[str, np.ndarray]:
 )
 def test_bad_flags_fail_before_compiling(argv, flag, capsys, tmp_path):
     start = time.perf_counter()
-    code = train_cmd.main(["--experiment_root", str(tmp_path), *argv])
+    code = cli.main(["train", "--experiment_root", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert code == 2
     assert flag in err, err

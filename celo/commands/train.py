@@ -126,6 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from celo.cli import add_tracking_args
+
     parser = subparsers.add_parser(
         "train",
         help="meta-train a learned optimizer with PES (phase 1, phase 2, baselines)",
@@ -133,6 +135,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
+    add_tracking_args(parser)  # celo.cli.main turns these into args.tracker
     return parser
 
 
@@ -171,36 +174,30 @@ def run(args: argparse.Namespace) -> int:
     from celo import storage, tracking
     from celo.meta.trainer import Trainer
 
+    # celo.cli.main owns (and closes) args.tracker; the local JSON-lines copy is ours.
+    trackers = [getattr(args, "tracker", None)]
     jsonl = args.metrics_jsonl
     if jsonl is None and not storage.scheme(cfg.exp_dir()):
         jsonl = os.path.join(cfg.exp_dir(), "metrics.jsonl")
-    tracker = tracking.JsonlTracker(jsonl) if jsonl else tracking.NoopTracker()
-    trainer = Trainer(cfg, tracker=tracker)
+    local = tracking.JsonlTracker(jsonl) if jsonl else None
+    trainer = Trainer(cfg, tracker=tracking.MultiTracker(*trackers, local))
     try:
         result = trainer.run()
-    except BaseException:
-        tracker.close("FAILED")
-        raise
-    tracker.close()
-    print(
-        json.dumps(
-            {
-                "theta_path": result["theta_path"],
-                "exp_dir": trainer.exp_dir,
-                "timings": result["timings"],
-                "metrics": result["metrics"],
-            },
-            indent=2,
-        )
-    )
+    finally:
+        if local is not None:
+            local.close()
+    summary = {
+        "theta_path": result["theta_path"],
+        "exp_dir": trainer.exp_dir,
+        "timings": result["timings"],
+        "metrics": result["metrics"],
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m celo.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m celo.train ARGS`` is ``celo train ARGS``."""
+    from celo.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])

@@ -119,8 +119,7 @@ class MetaLearner:
 
     def step(self, state: LearnerState, data: Sequence[Any]) -> tuple[LearnerState, dict]:
         """One outer iteration."""
-        key, k_iter = jax.random.split(state.key)
-        keys = jax.random.split(k_iter, len(self.estimators))
+        key, *keys = jax.random.split(state.key, len(self.estimators) + 1)
         grads, losses, new_states, stats = [], [], [], []
         for est, est_state, k, d in zip(self.estimators, state.estimator_states, keys, data):
             g, loss, new_state, st = est.estimate(state.theta, est_state, k, d, self.mesh)

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 #: still gives bitwise the values of op-by-op execution (level 0 moves truncated
 #: normals by an ulp), so ``theta0`` is exactly ``lopt.init(PRNGKey(seed))``.
 ONE_SHOT_COMPILE = {"xla_backend_optimization_level": 1, "xla_llvm_disable_expensive_passes": True}
+#: Compile options of the outer iteration. LLVM at -O1 instead of -O3 cuts XLA's
+#: compile time by about a quarter, and the step (elementwise loops, tiny matmuls)
+#: runs as fast: measured 0.32–0.34 s against 0.37–0.40 s per phase-1 iteration.
+STEP_COMPILE = {"xla_backend_optimization_level": 1}
 
 
 @dataclasses.dataclass
@@ -183,7 +187,8 @@ def init_state(setup: Setup, seed: int) -> LearnerState:
 def compile_step(setup: Setup, state: LearnerState):
     """The outer iteration, compiled ahead of time with the state donated."""
     with jax.threefry_partitionable(False):
-        return jax.jit(setup.learner.step, donate_argnums=0).lower(state, setup.data).compile()
+        lowered = jax.jit(setup.learner.step, donate_argnums=0).lower(state, setup.data)
+    return lowered.compile(compiler_options=STEP_COMPILE)
 
 
 def _fetch(metrics: dict, names: list[str]) -> dict[str, float]:

@@ -214,8 +214,9 @@ class VectorizedTruncatedStep:
         """
 
         def draw(key):
-            k_steps, k_data = jax.random.split(jax.random.fold_in(key, t0))
-            return jax.random.split(k_steps, num_steps * 3), k_data
+            # One split for everything: every threefry call is a loop XLA compiles separately.
+            ks = jax.random.split(jax.random.fold_in(key, t0), num_steps * 3 + 1)
+            return ks[:-1], ks[-1]
 
         step_keys, data_keys = jax.vmap(jax.vmap(draw))(keys)
         step_keys = jnp.reshape(step_keys, keys.shape[:2] + (num_steps, 3) + step_keys.shape[3:])
