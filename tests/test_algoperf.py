@@ -263,3 +263,13 @@ def test_algoperf_run_command(tmp_path, data_dir, capsys):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     metrics = {k: v for r in records if r["type"] == "metrics" for k, v in r["metrics"].items()}
     assert metrics["algoperf/adam/mnist/reached"] == 0.0
+
+
+def test_time_budget_stops_runs_unless_switched_off():
+    submission.configure("adam", None, 3e-3)
+    w = TinyWorkload()
+    w.max_allowed_runtime_sec = 1e-9
+    w.validation_target_value = 2.0  # unreachable accuracy
+    assert harness.run_submission(w, submission, "adam", max_steps=30).steps == 0
+    r = harness.run_submission(w, submission, "adam", max_steps=30, time_budget=False)
+    assert r.steps == 30 and not r.reached

@@ -45,6 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=1e-3,
         help="learning rate of hand-designed submissions (self-tuning: no search)",
     )
+    r.add_argument(
+        "--no-time-budget",
+        action="store_true",
+        help="run to the step limit even past the workload's time budget (comparable step "
+        "counts on a shared machine; AlgoPerf itself stops at the budget)",
+    )
     r.add_argument("--output", help="folder for results.json and table.md")
     r.add_argument("--data-dir")
     from celo.cli import add_tracking_args
@@ -93,6 +99,7 @@ def run(args) -> int:
         max_steps=args.max_steps,
         learning_rate=args.lr,
         data_dir=args.data_dir,
+        time_budget=not args.no_time_budget,
     )
     print()
     print(result["table"])

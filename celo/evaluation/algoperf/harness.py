@@ -68,6 +68,7 @@ def run_submission(
     self_tuning: bool = True,
     hyperparameters: Any = None,
     data_dir: str | None = None,
+    time_budget: bool = True,
 ) -> RunResult:
     """Train ``workload`` with ``submission``'s five functions until target or budget.
 
@@ -80,9 +81,14 @@ def run_submission(
       self_tuning: budget ×1.5 and ``hyperparameters=None``, as the self-tuning ruleset.
       hyperparameters: passed through under external tuning.
       data_dir: passed to the workload's input queue.
+      time_budget: stop at the workload's time budget, as AlgoPerf does. Off,
+        runs go to ``max_steps`` however long they take: on a shared machine,
+        or with a slow first compilation, step counts then stay comparable.
     """
     max_steps = workload.step_hint if max_steps is None else max_steps
     budget = workload.max_allowed_runtime_sec * (1.5 if self_tuning else 1.0)
+    if not time_budget:
+        budget = math.inf
     hparams = None if self_tuning else hyperparameters
     rng = jax.random.PRNGKey(seed)
     data_rng, init_rng, opt_rng, rng = jax.random.split(rng, 4)

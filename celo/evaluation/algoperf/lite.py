@@ -26,9 +26,13 @@ def run_pool(
     max_steps: int | None = None,
     learning_rate: float = 1e-3,
     data_dir: str | None = None,
+    time_budget: bool = True,
     log=print,
 ) -> dict[str, Any]:
     """Run every submission on every workload (self-tuning ruleset) and score the pool.
+
+    ``time_budget=False`` lets every run go to its step limit (see
+    :func:`~celo.evaluation.algoperf.harness.run_submission`).
 
     Returns:
       ``{"runs": [RunResult as dict], "scores": {"steps": {...}, "seconds": {...}},
@@ -41,7 +45,13 @@ def run_pool(
             ckpt = local_checkpoint(spec.checkpoint) if spec.checkpoint else None
             submission.configure(spec.name, ckpt, learning_rate)
             result = harness.run_submission(
-                workload, submission, spec.label, seed=seed, max_steps=max_steps, data_dir=data_dir
+                workload,
+                submission,
+                spec.label,
+                seed=seed,
+                max_steps=max_steps,
+                data_dir=data_dir,
+                time_budget=time_budget,
             )
             log(
                 f"{name:>22} {spec.label:>12}: "
