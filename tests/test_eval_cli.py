@@ -110,6 +110,13 @@ def test_evaluate_small_writes_everything_and_resumes(tmp_path, data_dir):
     assert metrics["eval/celo/iqm_final_loss"] == summary["optimizers"]["celo"]["iqm_final_loss"]
     assert sum(r["type"] == "artifact" for r in logged) == len(summary["plots"])
 
+    # --report-only scores finished cells without running any, into another folder.
+    code, _ = _evaluate(tmp_path, "--report-only", "--report-dir", str(tmp_path / "rep"))
+    report = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert report["run"]["cells"] == {"done": 0, "skipped": 0, "error": 0}
+    assert report["optimizers"]["celo"]["per_task"] == summary["optimizers"]["celo"]["per_task"]
+    assert (tmp_path / "rep" / "plots" / "iqm.png").exists()
+
     # Resume: nothing left to do, the same scores; a lost cell is the only one rerun.
     (out / "cells/sgdm" / TASKS[0] / "seed_0" / "lr_1e-02.json").unlink()
     t0 = time.perf_counter()

@@ -56,6 +56,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--last-eval-batches", type=int, default=10)
     p.add_argument("--data-dir", help="data root (default: $CELO_DATA_DIR, then the user cache)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions for the CIs")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: score the finished cells of OUTPUT (works while a run is going on)",
+    )
+    p.add_argument(
+        "--report-dir", help="write summary.json, tables.md and plots here instead of OUTPUT"
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
@@ -116,6 +124,8 @@ def run(args) -> int:
         make_plots=not args.no_plots,
         reps=args.reps,
         worker_env=env,
+        report_only=args.report_only,
+        report_dir=args.report_dir,
     )
     _print(summary)
     errors = summary["run"]["errors"]

@@ -109,6 +109,8 @@ def evaluate(
     make_plots: bool = True,
     reps: int = 2000,
     worker_env: dict[str, str] | None = None,
+    report_only: bool = False,
+    report_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation in ``root`` and write its results.
 
@@ -129,6 +131,10 @@ def evaluate(
       make_plots: write the PNG figures.
       reps: bootstrap repetitions for the confidence intervals.
       worker_env: environment for worker processes.
+      report_only: run nothing; score the cells that have finished (safe while
+        another process is still running cells in ``root``).
+      report_dir: where summary.json, tables.md, the reference file and the
+        plots go (default ``root``).
 
     Returns:
       The summary (also written to ``root/summary.json``).
@@ -157,7 +163,11 @@ def evaluate(
         }
     )
     t0 = time.perf_counter()
-    records = executor.execute(todo, workers=workers, progress=progress, worker_env=worker_env)
+    records = (
+        []
+        if report_only
+        else executor.execute(todo, workers=workers, progress=progress, worker_env=worker_env)
+    )
     summary = report.build_summary(root, opts, tasks, seeds, reference, config, reps=reps)
     summary["run"] = {
         "wall_seconds": time.perf_counter() - t0,
@@ -165,10 +175,10 @@ def evaluate(
         "cells": {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "error")},
         "errors": [r for r in records if r["status"] == "error"],
     }
-    report.write_outputs(root, summary, opts, seeds)
-    paths = plots.make_all(root, summary, opts, seeds, reps=reps) if make_plots else []
+    report.write_outputs(root, summary, opts, seeds, report_dir)
+    paths = plots.make_all(root, summary, opts, seeds, reps, report_dir) if make_plots else []
     summary["plots"] = paths
-    report.write_outputs(root, summary, opts, seeds)
+    report.write_outputs(root, summary, opts, seeds, report_dir)
     _log(tracker, summary, paths)
     return summary
 

@@ -196,9 +196,10 @@ def make_all(
     optimizers: Sequence[OptimizerSpec],
     seeds: Sequence[int],
     reps: int = 2000,
+    report_dir: str | None = None,
 ) -> list[str]:
-    """Every figure, under ``DIR/plots``; returns the paths written."""
-    out = storage.join(root, "plots")
+    """Every figure, under ``<report_dir or root>/plots``; returns the paths written."""
+    out = storage.join(report_dir or root, "plots")
     paths = task_curves(root, summary, optimizers, seeds, out)
     paths += [
         p

@@ -163,9 +163,15 @@ def _lr(spec: OptimizerSpec, tag: str) -> float | None:
 
 
 def write_outputs(
-    root: str, summary: dict[str, Any], optimizers: Sequence[OptimizerSpec], seeds: Sequence[int]
+    root: str,
+    summary: dict[str, Any],
+    optimizers: Sequence[OptimizerSpec],
+    seeds: Sequence[int],
+    report_dir: str | None = None,
 ) -> None:
-    """Write summary.json, the reference file, the chosen curves and tables.md."""
+    """Write the chosen curves under ``root``; summary.json, the reference and tables.md
+    under ``report_dir`` (default ``root``)."""
+    dest = report_dir or root
     ref = summary["reference"]
     ref_entry = summary["optimizers"][ref]
     reference = {
@@ -178,7 +184,7 @@ def write_outputs(
         },
     }
     storage.write_bytes(
-        storage.join(root, f"reference_{ref}.json"), json.dumps(reference, indent=1).encode()
+        storage.join(dest, f"reference_{ref}.json"), json.dumps(reference, indent=1).encode()
     )
     for o in optimizers:
         for task, e in summary["optimizers"][o.label]["per_task"].items():
@@ -189,9 +195,9 @@ def write_outputs(
                 if cells.read_info(root, cell) is not None:
                     path = storage.join(root, "curves", o.label, task, f"seed_{s}.npz")
                     storage.write_bytes(path, storage.read_bytes(cell.base(root) + ".npz"))
-    storage.write_bytes(storage.join(root, "tables.md"), tables_markdown(summary).encode())
+    storage.write_bytes(storage.join(dest, "tables.md"), tables_markdown(summary).encode())
     storage.write_bytes(
-        storage.join(root, "summary.json"), json.dumps(summary, indent=1, allow_nan=False).encode()
+        storage.join(dest, "summary.json"), json.dumps(summary, indent=1, allow_nan=False).encode()
     )
 
 
