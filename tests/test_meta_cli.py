@@ -246,3 +246,24 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     ma = np.load(tmp_path / "train" / "straight" / "metrics.npz")
     mb = np.load(run_dir / "metrics.npz")
     np.testing.assert_array_equal(ma["train/meta_loss"], mb["train/meta_loss"])
+
+
+def test_init_from_ckpt_partial_load_from_another_layout():
+    """--init_ckpt_optimizer_name: Celo-Adam's scheduler goes into Celo, the MLP stays fresh."""
+    from celo.meta import configs
+    from celo.meta.trainer import initial_theta
+
+    ckpt = REPO / "tests" / "fixtures" / "checkpoints" / "celo_adam" / "theta.state"
+    cfg = configs.phase2(init_from_ckpt=str(ckpt), init_ckpt_optimizer_name="celo_adam")
+    lopt = get_optimizer("celo")
+    theta = {k: np.asarray(v) for k, v in pytree_to_ordered_dict(initial_theta(cfg, lopt)).items()}
+    fresh = {
+        k: np.asarray(v)
+        for k, v in pytree_to_ordered_dict(lopt.init(jax.random.PRNGKey(0))).items()
+    }
+    source = checkpoints.load_raw(str(ckpt))
+    assert np.array_equal(theta["/rnn_params/step_size/w"], source["rnn_params"]["step_size"]["w"])
+    assert np.array_equal(theta["/lstm_init_state/hidden"], source["lstm_init_state"]["hidden"])
+    for k in theta:
+        if k.startswith("/ff_mod_stack") or "rnn_to_controls" in k:  # absent from Celo-Adam
+            assert np.array_equal(theta[k], fresh[k]), k

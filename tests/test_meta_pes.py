@@ -210,3 +210,31 @@ def test_full_es_last_recompute_and_sign(loss_type):
     # With the sign trick every |Δ| is 1 (or 0), so each contribution is ±ε/(2σ²).
     assert set(np.unique(np.abs(np.asarray(stats["delta_loss"])))) <= {0.0, 1.0}
     assert np.all(np.isfinite(grads)) and np.isfinite(float(loss[0]))
+
+
+def test_full_es_last_recompute_with_device_data():
+    """The recompute batches are gathered per particle from the resident split (digits MLP)."""
+    from celo.meta.batches import resident_data
+    from celo.tasks import get_task_families
+
+    family = get_task_families("ImageMLP_Digits8_Relu32_bs64")[0]
+    data = resident_data([family])
+    lopt = LearnedSGDM()
+    flat, unravel = ravel_pytree(lopt.init(None))
+    step = VectorizedTruncatedStep(family, lopt, NeverEndingTruncationSchedule())
+    est = FullES(
+        step,
+        unravel,
+        num_families=1,
+        num_particles=4,
+        std=STD,
+        steps_per_jit=5,
+        horizon=LogUniformLengthSchedule(5, 12),
+        loss_type="last_recompute",
+        recompute_samples=3,
+    )
+    grads, loss, _, _ = jax.jit(lambda k, d: est.estimate(flat, None, k, d))(
+        jax.random.PRNGKey(0), data
+    )
+    assert grads.shape == (1, flat.shape[0]) and np.all(np.isfinite(grads))
+    assert 0.0 < float(loss[0]) <= 1.5 * np.log(10) + 1e-6  # a normalised cross-entropy

@@ -108,6 +108,12 @@ class _Estimator:
 class TruncatedPES(_Estimator):
     """Persistent evolution strategies over truncation windows (spec §10.6).
 
+    One window is ``trunc_length / steps_per_jit`` chunks (an outer
+    ``lax.scan``) of ``steps_per_jit`` steps (an inner ``lax.scan``), all inside
+    the one compiled outer iteration. The reference calls a compiled chunk from
+    the host so it can feed each chunk's batches; with the data on the device
+    that round trip is unnecessary, and the chunking only shapes the loops.
+
     Attributes (beyond the shared ones):
       trunc_length: steps per window ``K`` (a multiple of ``steps_per_jit``).
     """
@@ -274,7 +280,7 @@ class FullES(_Estimator):
             flat = jnp.reshape(keys, (keys.shape[0], -1) + keys.shape[3:])
             batch = batches.sample_batches(data, flat)
             batch = jax.tree_util.tree_map(
-                lambda x: jnp.reshape(x, keys.shape[:3] + x.shape[3:]), batch
+                lambda x: jnp.reshape(x, keys.shape[:3] + x.shape[2:]), batch
             )
         per_sign = jax.vmap(one_problem, in_axes=(0, 0, None, None))
         return jax.vmap(jax.vmap(per_sign))(theta_pm, inner, keys, batch)
