@@ -168,7 +168,7 @@ def run_local(
     run_dir = os.path.join(root, new[-1]) if new else None
     parent = _parent_run(mlflow_uri, mlflow_experiment)
     if parent:
-        defaults = {k: v.get("defaultValue") for k, v in inputs.items()}
+        defaults = {k: _default(v) for k, v in inputs.items()}
         _log_arguments(mlflow_uri, parent, {**defaults, **arguments, "preset": preset})
     return LocalRun(
         ok=error is None,
@@ -179,6 +179,14 @@ def run_local(
         parent_run_id=parent,
         error=error,
     )
+
+
+def _default(spec: dict[str, Any]) -> Any:
+    """A parameter's default as the pipeline types it (the YAML stores every number as a float)."""
+    value = spec.get("defaultValue")
+    if spec.get("parameterType") == "NUMBER_INTEGER" and value is not None:
+        return int(value)
+    return value
 
 
 def _log_arguments(uri: str, run_id: str, arguments: dict[str, Any]) -> None:
