@@ -198,3 +198,10 @@ def test_compiled_yaml_holds_no_secret_values(tmp_path, monkeypatch):
         text = open(os.path.join(HERE, name)).read()
         assert not re.search(r"hf_[A-Za-z0-9]{20,}", text)
         assert "private_key" not in text
+
+
+def test_celo_pipeline_compile_check(monkeypatch):
+    from celo import cli
+
+    monkeypatch.chdir(os.path.dirname(HERE))
+    assert cli.main(["pipeline", "compile", "--check"]) == 0
