@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -284,6 +285,11 @@ class MlflowTracker:
             self.client.log_batch(run_id or self.run_id, metrics=items[i : i + 1000])
 
     def _send_artifact(self, path: str, artifact_path: str | None) -> None:
+        if "://" in path:
+            # MLflow logs local files only: stage a remote file (or folder) locally first.
+            with tempfile.TemporaryDirectory(prefix="celo-artifact-") as tmp:
+                self._send_artifact(_stage_remote(path, tmp), artifact_path)
+            return
         if os.path.isdir(path):
             self.client.log_artifacts(self.run_id, path, artifact_path)
         else:
@@ -395,3 +401,24 @@ def _short(e: Exception) -> str:
 
 
 __all__ = ["MlflowTracker", "TrackingUnavailableWarning", "replay"]
+
+
+def _stage_remote(path: str, tmp: str) -> str:
+    """Copy a remote file, or every file of a remote folder, under ``tmp``."""
+    from celo import storage
+
+    local = os.path.join(tmp, path.rstrip("/").rsplit("/", 1)[-1])
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        children = storage.list_dir(path)
+        if not children:
+            raise
+        os.makedirs(local, exist_ok=True)
+        for child in children:
+            with open(os.path.join(local, child), "wb") as f:
+                f.write(storage.read_bytes(storage.join(path, child)))
+        return local
+    with open(local, "wb") as f:
+        f.write(data)
+    return local

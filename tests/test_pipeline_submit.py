@@ -199,3 +199,33 @@ def test_readme_kfp_recurring_run_line(api):
     _assert_spec(job, REEVAL)
     # the kfp CLI sends recurring-run parameters as strings (hence `celo pipeline schedule`)
     assert job["runtime_config"]["parameters"] == {"suite": "velodrome17"}
+
+
+def _schedule(api, *extra):
+    return cli.main(["pipeline", "schedule", "--host", api.url, "--cron", "0 0 3 * * 1",
+                     "--checkpoints", "amoudgl/celo", *extra])
+
+
+def test_schedule_is_idempotent_by_name_and_replace_updates_it(api, capsys):
+    assert _schedule(api, "--run-name", "weekly") == 0
+    assert _schedule(api, "--run-name", "weekly") == 0  # e.g. the manifests re-applied
+    assert len(api.posted("recurringruns")) == 1
+    assert "already exists" in capsys.readouterr().out
+    assert _schedule(api, "--run-name", "weekly", "--replace", "suite=fast_velo") == 0
+    assert len(api.recurring_runs) == 1
+    (job,) = api.recurring_runs.values()
+    assert job["runtime_config"]["parameters"]["suite"] == "fast_velo"
+    assert [r["method"] for r in api.requests].count("DELETE") == 1
+    assert _schedule(api, "--run-name", "other") == 0  # another name is another schedule
+    assert len(api.recurring_runs) == 2
+
+
+def test_service_account_reaches_runs_and_schedules(api):
+    assert _schedule(api, "--service-account", "celo-pipeline") == 0
+    (job,) = api.posted("recurringruns")
+    assert job["service_account"] == "celo-pipeline"
+    rc = cli.main(["pipeline", "submit", "--host", api.url, "-f", "pipelines/celo_full.yaml",
+                   "--service-account", "celo-pipeline"])
+    assert rc == 0
+    (run,) = api.posted("runs")
+    assert run["service_account"] == "celo-pipeline"

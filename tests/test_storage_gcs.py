@@ -215,3 +215,30 @@ def test_publish_reads_and_writes_gcs(root, capsys):
     ]
     assert storage.read_bytes(f"{root}/card/theta.state") == storage.read_bytes(ckpt)
     assert b"![iqm](plots/iqm.png)" in storage.read_bytes(f"{root}/card/README.md")
+
+
+def test_mlflow_tracker_logs_a_gs_checkpoint_and_registers_it(root, tmp_path):
+    """A stage whose experiment root is gs:// still gets its checkpoint into MLflow."""
+    pytest.importorskip("mlflow")
+    from mlflow import MlflowClient
+
+    from celo.tracking_mlflow import MlflowTracker
+
+    ckpt = f"{root}/train/theta.state"
+    data = (CHECKPOINTS / "celo" / "theta.state").read_bytes()
+    storage.write_bytes(ckpt, data)
+    storage.write_bytes(f"{root}/train/plots/a.png", b"png-a")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, experiment="celo-gcs-art", stage="train",
+                            register_model="celo-gcs", model_alias="candidate")
+    tracker.log_params({"outer_lr": 3e-4})
+    tracker.log_artifact(ckpt, "checkpoint")
+    tracker.log_artifact(f"{root}/train/plots", "plots")
+    tracker.close("FINISHED")
+    client = MlflowClient(uri)
+    names = {f.path for f in client.list_artifacts(tracker.run_id, "checkpoint")}
+    assert names == {"checkpoint/theta.state"}
+    assert {f.path for f in client.list_artifacts(tracker.run_id, "plots")} == {"plots/a.png"}
+    local = client.download_artifacts(tracker.run_id, "checkpoint/theta.state", str(tmp_path))
+    assert open(local, "rb").read() == data
+    assert client.get_model_version_by_alias("celo-gcs", "candidate").run_id == tracker.run_id

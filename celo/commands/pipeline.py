@@ -81,6 +81,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         )
         s.add_argument("-r", "--run-name", default=None)
         s.add_argument(
+            "--service-account",
+            default=None,
+            help="Kubernetes ServiceAccount the run's pods use (e.g. celo-pipeline)",
+        )
+        s.add_argument(
             "params",
             nargs="*",
             metavar="KEY=VALUE",
@@ -103,6 +108,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     sch.add_argument("--max-concurrency", type=int, default=1)
     sch.add_argument("--disabled", action="store_true", help="create it paused")
+    sch.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a recurring run of the same name in the experiment (default: keep it "
+        "and create nothing, so re-applying a schedule never duplicates it)",
+    )
 
     cmp_ = sub.add_parser("compare", help="one IQM table from several evaluation folders")
     cmp_.add_argument("--results", nargs="+", required=True, metavar="DIR")
@@ -193,6 +204,7 @@ def _submit(args) -> int:
         run_name=args.run_name,
         experiment_name=args.experiment,
         enable_caching=False if args.no_cache else None,
+        service_account=args.service_account,
     )
     print(f"submitted run {result.run_id} to experiment {args.experiment!r}")
     return 0
@@ -219,9 +231,21 @@ def _schedule(args) -> int:
     params["mlflow_experiment"] = args.mlflow_experiment_name
     client = _client(args.host)
     experiment = client.create_experiment(name=args.experiment)  # returns an existing one
+    name = args.run_name or "celo-reeval"
+    existing = _recurring_runs_named(client, experiment.experiment_id, name)
+    if existing and not args.replace:
+        print(
+            f"recurring run {name!r} already exists in experiment {args.experiment!r} "
+            f"({existing[0].recurring_run_id}); nothing created (use --replace to update it)"
+        )
+        return 0
+    for old in existing:
+        client.delete_recurring_run(old.recurring_run_id)
+        print(f"deleted recurring run {old.recurring_run_id} ({name!r}) to replace it")
     job = client.create_recurring_run(
         experiment_id=experiment.experiment_id,
-        job_name=args.run_name or "celo-reeval",
+        job_name=name,
+        service_account=args.service_account,
         cron_expression=args.cron,
         pipeline_package_path=package,
         params=params,
@@ -234,6 +258,18 @@ def _schedule(args) -> int:
         f"{args.experiment!r} for {len(params['checkpoints'])} checkpoint(s)"
     )
     return 0
+
+
+def _recurring_runs_named(client, experiment_id: str, name: str) -> list:
+    """Recurring runs of ``experiment_id`` whose display name is ``name`` (all pages)."""
+    found, token = [], ""
+    while True:
+        page = client.list_recurring_runs(experiment_id=experiment_id, page_token=token,
+                                          page_size=100)
+        found += [r for r in (page.recurring_runs or []) if r.display_name == name]
+        token = page.next_page_token or ""
+        if not token:
+            return found
 
 
 def _compare(args) -> int:

@@ -51,6 +51,12 @@ class KfpApiStub:
                 code, body = stub.get(url.path, parse_qs(url.query))
                 self._reply(code, body)
 
+            def do_DELETE(self):  # noqa: N802
+                url = urlparse(self.path)
+                stub.requests.append({"method": "DELETE", "path": url.path})
+                removed = stub.recurring_runs.pop(url.path.rsplit("/", 1)[1], None)
+                self._reply(200 if removed else 404, {} if removed else {"error": "not found"})
+
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -72,6 +78,11 @@ class KfpApiStub:
             ]
             hits = [e for e in self.experiments.values() if e["display_name"] in names]
             return 200, ({"experiments": hits, "total_size": len(hits)} if hits else {})
+        if path == f"{PREFIX}/recurringruns":
+            exp = query.get("experiment_id", [None])[0]
+            hits = [r for r in self.recurring_runs.values()
+                    if exp is None or r.get("experiment_id") == exp]
+            return 200, ({"recurringRuns": hits, "total_size": len(hits)} if hits else {})
         for kind, table in (
             ("experiments", self.experiments),
             ("runs", self.runs),
