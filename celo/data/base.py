@@ -115,6 +115,11 @@ class BatchIterator:
         """The arrays batches are gathered from (before ``batch_fn``)."""
         return dict(self._arrays)
 
+    @property
+    def batch_fn(self) -> Callable[[Batch], Batch] | None:
+        """The map applied to each gathered batch (e.g. uint8 pixels to floats), if any."""
+        return self._batch_fn
+
     def __iter__(self) -> BatchIterator:
         return self
 

@@ -66,7 +66,7 @@ def _train_arrays(family: TaskFamily) -> tuple[dict[str, np.ndarray], int] | Non
         )
     # Native-size image sets keep uint8 pixels and scale each batch as it is
     # drawn; apply that map once to the whole split so batches are plain gathers.
-    batch_fn = getattr(train, "_batch_fn", None)
+    batch_fn = getattr(train, "batch_fn", None)
     if batch_fn is not None:
         arrays = batch_fn(dict(arrays))
     abstract = datasets.abstract_batch or {}
