@@ -237,7 +237,7 @@ class Trainer:
     def run(self) -> dict:
         """Train; returns the final metrics row and the path of ``theta.state``."""
         cfg = self.cfg
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         storage.makedirs(self.exp_dir)
         checkpointing.save_config(self.exp_dir, self.config_json)
         self.setup = setup = build(cfg)
@@ -301,8 +301,10 @@ class Trainer:
         bar.close()
         self._save(state, history, None)
         final = checkpointing.theta_path(self.exp_dir)
-        self.tracker.log_artifact(final)
+        self.tracker.log_artifact(final, "checkpoint")
         self.state = state
+        self.timings["wall_s"] = time.perf_counter() - t0
+        self.timings["cpu_s"] = time.process_time() - cpu0
         return {"theta_path": final, "metrics": last_row, "timings": dict(self.timings)}
 
 
