@@ -38,6 +38,26 @@ def test_parse_optimizer_forms():
     assert len(specs.DEFAULT_LR_GRID) == 11
 
 
+@pytest.mark.parametrize(
+    "spec, reason",
+    [
+        ("celo={missing}", "No such file"),
+        ("celo=hf://nobody/no-such-celo", "not in the local cache"),
+        ("celo_adam={celo}", "does not match the optimizer's theta"),
+    ],
+)
+def test_unusable_checkpoint_fails_before_any_cell(tmp_path, monkeypatch, capsys, spec, reason):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    spec = spec.format(missing=tmp_path / "missing.state", celo=CELO)
+    argv = ["evaluate", "--optimizers", spec, "adam", "--tasks", TASKS[0], "--steps", "5"]
+    code = cli.main([*argv, "--output", str(tmp_path / "eval"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot use checkpoint" in err and reason in err, err
+    assert not (tmp_path / "eval" / "cells").exists()
+
+
 def _evaluate(tmp_path, *extra):
     argv = [
         "evaluate",

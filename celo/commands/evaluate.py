@@ -94,6 +94,9 @@ def run(args) -> int:
     lrs = tuple(args.lrs) if args.lrs else benchmark.default_lrs(args.suite)
     try:
         opts = [specs.parse_optimizer(s, lrs) for s in args.optimizers]
+        if not args.report_only:
+            for spec in opts:
+                specs.check_checkpoint(spec)
     except ValueError as e:
         print(f"celo evaluate: {e}", file=sys.stderr)
         return 2

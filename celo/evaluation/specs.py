@@ -102,6 +102,26 @@ def local_checkpoint(checkpoint: str) -> str:
     return checkpoint
 
 
+def check_checkpoint(spec: OptimizerSpec) -> None:
+    """Fetch and load a learned optimizer's checkpoint once, before any cell runs.
+
+    Raises ``ValueError`` naming the optimizer and the checkpoint when it cannot be
+    downloaded, read, or loaded into the optimizer's theta (wrong keys or shapes), so
+    that a bad spec fails the command at once instead of every one of its cells.
+    """
+    if not spec.learned:
+        return
+    from celo.checkpoints import CheckpointError
+    from celo.hub import HubError
+
+    try:
+        build(spec)
+    except (HubError, OSError, CheckpointError) as e:
+        raise ValueError(
+            f"optimizer {spec.label!r}: cannot use checkpoint {spec.checkpoint!r}: {e}"
+        ) from e
+
+
 def checkpoint_digest(checkpoint: str) -> str:
     """sha256 of the checkpoint's bytes, recorded with every result it produced."""
     return hashlib.sha256(storage.read_bytes(local_checkpoint(checkpoint))).hexdigest()
