@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -68,7 +69,7 @@ def measure(iterations: int, blocks: int, **overrides) -> dict:
     for _ in range(blocks):
         times, cpu = [], []
         for _ in range(iterations):
-            (state, _), w, c = _timed(lambda: step(state, setup.data))
+            (state, _), w, c = _timed(functools.partial(step, state, setup.data))
             times.append(w)
             cpu.append(c)
         medians.append(float(np.median(times)))
@@ -95,8 +96,11 @@ def measure(iterations: int, blocks: int, **overrides) -> dict:
 def machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                     if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor() or "unknown"
     return f"{model}; {os.cpu_count()} cores visible"
@@ -105,38 +109,46 @@ def machine() -> str:
 def markdown(r: dict, command: str) -> str:
     ref = REFERENCE
     day = datetime.date.today().isoformat()
-    return "\n".join([
-        "",
-        "## Meta-training",
-        "",
-        f"{day} — `{command}`",
-        "",
-        f"Machine: {machine()}; jax {jax.__version__} (cpu), {r['devices']} device(s); "
-        f"load average {r['load_before']:.1f} before, {r['load_after']:.1f} after.",
-        "",
-        "Recipe: phase 1 (celo_phase1, fast_velo = 4 families × 8 particles × 2 signs, "
-        "trunc 50, steps_per_jit 10, global reparam, LogUniform(100, 2000), AdamW 3e-4).",
-        "",
-        "| quantity | this implementation | reference |",
-        "|---|---|---|",
-        f"| seconds per outer iteration (median of {len(r['block_medians_s'])} block medians) "
-        f"| **{r['s_per_iter']:.3f}** (blocks: "
-        f"{', '.join(f'{m:.3f}' for m in r['block_medians_s'])}) | {ref['s_per_iter']} |",
-        f"| process CPU seconds per outer iteration (all threads) | {r['cpu_s_per_iter']:.3f} | – |",
-        f"| compile of the outer iteration (trace + XLA) | **{r['lower_s'] + r['compile_s']:.1f} s** "
-        f"(trace {r['lower_s']:.1f} s, XLA {r['compile_s']:.1f} s wall / "
-        f"{r['compile_cpu_s']:.1f} s CPU) | {ref['compile_s']} s (first iteration) + "
-        f"{ref['metrics_compile_s']} s (first metrics) |",
-        f"| inner-problem initialisation (incl. its compile) | {r['init_s']:.1f} s | "
-        f"{ref['init_s']} s |",
-        f"| total compile (init + trace + XLA) | **{r['total_compile_s']:.1f} s** | "
-        f"{ref['compile_s'] + ref['metrics_compile_s']:.1f} s |",
-        f"| first iteration after compiling | {r['first_iteration_s']:.2f} s | – |",
-        f"| data + families + theta (build) | {r['build_s']:.1f} s | – |",
-        "",
-        "Metrics are computed inside the compiled iteration, so there is no second compile "
-        "when they are first logged.",
-    ]) + "\n"
+    blocks = r["block_medians_s"]
+    return (
+        "\n".join(
+            [
+                "",
+                "## Meta-training",
+                "",
+                f"{day} — `{command}`",
+                "",
+                f"Machine: {machine()}; jax {jax.__version__} (cpu), {r['devices']} device(s); "
+                f"load average {r['load_before']:.1f} before, {r['load_after']:.1f} after.",
+                "",
+                "Recipe: phase 1 (celo_phase1, fast_velo = 4 families × 8 particles × 2 signs, "
+                "trunc 50, steps_per_jit 10, global reparam, LogUniform(100, 2000), AdamW 3e-4).",
+                "",
+                "| quantity | this implementation | reference |",
+                "|---|---|---|",
+                f"| seconds per outer iteration (median of {len(blocks)} block medians) "
+                f"| **{r['s_per_iter']:.3f}** (blocks: {', '.join(f'{m:.3f}' for m in blocks)}) "
+                f"| {ref['s_per_iter']} |",
+                "| process CPU seconds per outer iteration (all threads) "
+                f"| {r['cpu_s_per_iter']:.3f} | – |",
+                "| compile of the outer iteration (trace + XLA) "
+                f"| **{r['lower_s'] + r['compile_s']:.1f} s** "
+                f"(trace {r['lower_s']:.1f} s, XLA {r['compile_s']:.1f} s wall / "
+                f"{r['compile_cpu_s']:.1f} s CPU) | {ref['compile_s']} s (first iteration) + "
+                f"{ref['metrics_compile_s']} s (first metrics) |",
+                f"| inner-problem initialisation (incl. its compile) | {r['init_s']:.1f} s | "
+                f"{ref['init_s']} s |",
+                f"| total compile (init + trace + XLA) | **{r['total_compile_s']:.1f} s** | "
+                f"{ref['compile_s'] + ref['metrics_compile_s']:.1f} s |",
+                f"| first iteration after compiling | {r['first_iteration_s']:.2f} s | – |",
+                f"| data + families + theta (build) | {r['build_s']:.1f} s | – |",
+                "",
+                "Metrics are computed inside the compiled iteration, so there is no second compile "
+                "when they are first logged.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -148,7 +160,9 @@ def main() -> None:
     result = measure(args.iterations, args.blocks)
     print(json.dumps(result, indent=2))
     if args.append:
-        command = f"python bench/meta_train.py --iterations {args.iterations} --blocks {args.blocks}"
+        command = (
+            f"python bench/meta_train.py --iterations {args.iterations} --blocks {args.blocks}"
+        )
         with open(RESULTS, "a") as f:
             f.write(markdown(result, command))
 

@@ -6,8 +6,9 @@ named tuples (``LSTMState``) as maps in field order. Like flax, maps are written
 in the dict's own key order; :func:`load_state` returns dicts in the file's key
 order, so loading and re-saving any checkpoint gives the identical bytes (the
 released files, written after training, have sorted keys because JAX rebuilds
-dicts in sorted order; files written straight from ``init`` keep creation order). Every saved checkpoint gets a JSON sidecar ``<name>.json`` with the
-optimizer name, its configuration and the format version.
+dicts in sorted order; files written straight from ``init`` keep creation order).
+Every saved checkpoint gets a JSON sidecar ``<name>.json`` with the optimizer
+name, its configuration and the format version.
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def check_matches(raw: dict, template: Any, source: str = "<checkpoint>") -> Non
             if wd != gd:
                 problems.append(f"dtype mismatch at {_fmt(p)}: checkpoint {gd}, expected {wd}")
     if problems:
-        raise CheckpointError(f"{source} does not match the optimizer's theta: " + "; ".join(problems))
+        raise CheckpointError(
+            f"{source} does not match the optimizer's theta: " + "; ".join(problems)
+        )
 
 
 def from_bytes(template: Any, data: bytes, source: str = "<bytes>") -> Any:

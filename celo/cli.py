@@ -59,8 +59,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 #: Environment variables whose values must never be logged.
 _SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|CREDENTIAL|API_KEY", re.I)
-_TRACKING_DESTS = ("mlflow_uri", "mlflow_experiment", "pipeline_run_id", "stage", "tracking_log",
-                   "register_model", "model_alias")
+_TRACKING_DESTS = (
+    "mlflow_uri",
+    "mlflow_experiment",
+    "pipeline_run_id",
+    "stage",
+    "tracking_log",
+    "register_model",
+    "model_alias",
+)
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -70,17 +77,34 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
     ``MLFLOW_TRACKING_URI`` names a tracking server or store.
     """
     g = parser.add_argument_group("tracking")
-    g.add_argument("--mlflow-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; 'none' disables)")
-    g.add_argument("--mlflow-experiment", default=None,
-                   help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'celo')")
-    g.add_argument("--pipeline-run-id", default=None,
-                   help="KFP run id: the stage becomes a child of that pipeline run's MLflow run")
+    g.add_argument(
+        "--mlflow-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; 'none' disables)",
+    )
+    g.add_argument(
+        "--mlflow-experiment",
+        default=None,
+        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'celo')",
+    )
+    g.add_argument(
+        "--pipeline-run-id",
+        default=None,
+        help="KFP run id: the stage becomes a child of that pipeline run's MLflow run",
+    )
     g.add_argument("--stage", default=None, help="MLflow run name of this stage")
-    g.add_argument("--tracking-log", default=None, metavar="PATH",
-                   help="JSON-lines log of everything tracked (kept when MLflow is unreachable)")
-    g.add_argument("--register-model", default=None, metavar="NAME",
-                   help="register the final theta.state as a version of this MLflow model")
+    g.add_argument(
+        "--tracking-log",
+        default=None,
+        metavar="PATH",
+        help="JSON-lines log of everything tracked (kept when MLflow is unreachable)",
+    )
+    g.add_argument(
+        "--register-model",
+        default=None,
+        metavar="NAME",
+        help="register the final theta.state as a version of this MLflow model",
+    )
     g.add_argument("--model-alias", default=None, help="alias of that model version")
 
 
@@ -93,9 +117,13 @@ def tracker_from_args(args: argparse.Namespace, env: dict[str, str] | None = Non
     return make_tracker(
         mlflow_uri=args.mlflow_uri or env.get("MLFLOW_TRACKING_URI"),
         experiment=args.mlflow_experiment or env.get("MLFLOW_EXPERIMENT_NAME") or "celo",
-        stage=args.stage or args.command, pipeline_run_id=args.pipeline_run_id,
-        log_path=args.tracking_log, register_model=args.register_model,
-        model_alias=args.model_alias, secrets=secrets)
+        stage=args.stage or args.command,
+        pipeline_run_id=args.pipeline_run_id,
+        log_path=args.tracking_log,
+        register_model=args.register_model,
+        model_alias=args.model_alias,
+        secrets=secrets,
+    )
 
 
 def _cli_params(args: argparse.Namespace) -> dict[str, str]:

@@ -34,11 +34,17 @@ TASK = "ImageMLP_FashionMnist_Relu128x128"
 BATCH = 128
 DEFAULT_CHECKPOINT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "tests", "fixtures", "checkpoints", "celo", "theta.state",
+    "tests",
+    "fixtures",
+    "checkpoints",
+    "celo",
+    "theta.state",
 )
 #: Results of the original implementation on this exact run (fixtures/golden/README.md).
-REFERENCE = {"celo": {"test_loss": 0.3534, "test_acc": 0.8746, "last50_train": 0.2766},
-             "adam": {"test_loss": 0.3971, "test_acc": 0.8549, "last50_train": 0.3619}}
+REFERENCE = {
+    "celo": {"test_loss": 0.3534, "test_acc": 0.8746, "last50_train": 0.2766},
+    "adam": {"test_loss": 0.3971, "test_acc": 0.8549, "last50_train": 0.3619},
+}
 
 
 @dataclass
@@ -116,8 +122,14 @@ def train(
     l, a = evaluate(p)
     tl.append(float(l)), ta.append(float(a)), at.append(steps)
     jax.block_until_ready(p)
-    return Curve(np.concatenate(losses), np.array(tl), np.array(ta), np.array(at), p,
-                 time.perf_counter() - t0)
+    return Curve(
+        np.concatenate(losses),
+        np.array(tl),
+        np.array(ta),
+        np.array(at),
+        p,
+        time.perf_counter() - t0,
+    )
 
 
 def init_params(seed: int = 0) -> dict:
@@ -132,7 +144,9 @@ def _sparkline(values: np.ndarray, width: int = 50) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="released Celo theta.state")
     ap.add_argument("--data-dir", default=None, help="data root (default: $CELO_DATA_DIR)")
@@ -151,17 +165,26 @@ def main(argv=None) -> int:
     print("\n  step   adam train loss   celo train loss")
     for s in range(0, args.steps, max(1, args.steps // 10)):
         window = slice(max(0, s - 24), s + 1)
-        print(f"  {s:>4}   {np.mean(curves['adam'].train_loss[window]):15.4f}   "
-              f"{np.mean(curves['celo'].train_loss[window]):15.4f}")
+        print(
+            f"  {s:>4}   {np.mean(curves['adam'].train_loss[window]):15.4f}   "
+            f"{np.mean(curves['celo'].train_loss[window]):15.4f}"
+        )
     print()
     for name in ("adam", "celo"):
         c = curves[name]
-        print(f"  {name:>5} {_sparkline(c.train_loss)}  final test loss {c.test_loss[-1]:.4f}, "
-              f"test acc {c.test_acc[-1]:.4f}, mean of last 50 train losses "
-              f"{np.mean(c.train_loss[-50:]):.4f}")
+        print(
+            f"  {name:>5} {_sparkline(c.train_loss)}  final test loss {c.test_loss[-1]:.4f}, "
+            f"test acc {c.test_acc[-1]:.4f}, mean of last 50 train losses "
+            f"{np.mean(c.train_loss[-50:]):.4f}"
+        )
     if args.steps == 1000:
-        print("\n  original implementation (same run): " + ", ".join(
-            f"{n} test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}" for n, r in REFERENCE.items()))
+        print(
+            "\n  original implementation (same run): "
+            + ", ".join(
+                f"{n} test loss {r['test_loss']:.4f} acc {r['test_acc']:.4f}"
+                for n, r in REFERENCE.items()
+            )
+        )
     better = np.mean(curves["celo"].train_loss[-50:]) < np.mean(curves["adam"].train_loss[-50:])
     print(f"\n  Celo {'beats' if better else 'does not beat'} Adam(1e-3) on this run.")
     return 0

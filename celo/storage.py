@@ -24,8 +24,10 @@ def scheme(path: str) -> str | None:
 def _backend(path: str):
     s = scheme(path)
     if s not in BACKENDS:
-        raise ValueError(f"unsupported storage scheme {s!r} in {path!r}; supported: local, "
-                         + ", ".join(f"{k}://" for k in BACKENDS))
+        raise ValueError(
+            f"unsupported storage scheme {s!r} in {path!r}; supported: local, "
+            + ", ".join(f"{k}://" for k in BACKENDS)
+        )
     return importlib.import_module(BACKENDS[s])
 
 

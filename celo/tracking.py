@@ -74,8 +74,13 @@ class JsonlTracker:
         self._write({"type": "params", "params": {k: str(v) for k, v in params.items()}})
 
     def log_metrics(self, metrics, step=None):
-        self._write({"type": "metrics", "step": step,
-                     "metrics": {k: _finite_or_str(v) for k, v in metrics.items()}})
+        self._write(
+            {
+                "type": "metrics",
+                "step": step,
+                "metrics": {k: _finite_or_str(v) for k, v in metrics.items()},
+            }
+        )
 
     def log_artifact(self, path, artifact_path=None):
         self._write({"type": "artifact", "path": path, "artifact_path": artifact_path})
@@ -144,10 +149,16 @@ def make_tracker(
     if mlflow_uri and mlflow_uri.lower() != "none":
         from celo.tracking_mlflow import MlflowTracker
 
-        return MlflowTracker(mlflow_uri, experiment=experiment, stage=stage,
-                             pipeline_run_id=pipeline_run_id, spool_path=log_path,
-                             register_model=register_model, model_alias=model_alias,
-                             secrets=secrets)
+        return MlflowTracker(
+            mlflow_uri,
+            experiment=experiment,
+            stage=stage,
+            pipeline_run_id=pipeline_run_id,
+            spool_path=log_path,
+            register_model=register_model,
+            model_alias=model_alias,
+            secrets=secrets,
+        )
     if log_path:
         return JsonlTracker(log_path)
     return NoopTracker()

@@ -57,7 +57,9 @@ def load_from_pretrained(input_tree: Any, pretrained_tree: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, new_leaves)
 
 
-def init_lopt_from_ckpt(lopt: LearnedOptimizer, path: str, key: jax.Array | None = None) -> Optimizer:
+def init_lopt_from_ckpt(
+    lopt: LearnedOptimizer, path: str, key: jax.Array | None = None
+) -> Optimizer:
     """Load ``theta.state`` at ``path`` into ``lopt``'s layout and bind it."""
     template = lopt.init(key if key is not None else jax.random.PRNGKey(0))
     theta = checkpoints.load_state(path, template)

@@ -13,10 +13,36 @@ from celo.optimizers.base import LearnedOptimizer, Optimizer
 from celo.utils import init_lopt_from_ckpt
 from tests.conftest import CHECKPOINTS
 
-LEARNED = ["celo_phase1", "celo", "celo_adam", "rnn_mlp", "adafac_mlp", "velo_s", "velo",
-           "velo_4000", "nnadam", "celo2", "celo2base"]
-HANDCRAFTED = ["adam", "sgd", "sgdm", "adamw", "rmsprop", "fromage", "sm3", "lars", "lamb",
-               "adabelief", "adafactor", "adagrad", "yogi", "radam", "nadamw"]
+LEARNED = [
+    "celo_phase1",
+    "celo",
+    "celo_adam",
+    "rnn_mlp",
+    "adafac_mlp",
+    "velo_s",
+    "velo",
+    "velo_4000",
+    "nnadam",
+    "celo2",
+    "celo2base",
+]
+HANDCRAFTED = [
+    "adam",
+    "sgd",
+    "sgdm",
+    "adamw",
+    "rmsprop",
+    "fromage",
+    "sm3",
+    "lars",
+    "lamb",
+    "adabelief",
+    "adafactor",
+    "adagrad",
+    "yogi",
+    "radam",
+    "nadamw",
+]
 
 
 def test_registry_has_every_reference_name_and_extras():
@@ -25,10 +51,18 @@ def test_registry_has_every_reference_name_and_extras():
     assert {"shampoo", "muon", "schedule_free_adamw"} <= set(names("handcrafted"))
 
 
-@pytest.mark.parametrize("alias, name", [("celo-adam", "celo_adam"), ("velo-4000", "velo_4000"),
-                                          ("rnn-mlp-lopt", "rnn_mlp"), ("adafac-mlp-lopt", "adafac_mlp"),
-                                          ("velo-s", "velo_s"), ("celo2-base", "celo2base"),
-                                          ("CELO", "celo")])
+@pytest.mark.parametrize(
+    "alias, name",
+    [
+        ("celo-adam", "celo_adam"),
+        ("velo-4000", "velo_4000"),
+        ("rnn-mlp-lopt", "rnn_mlp"),
+        ("adafac-mlp-lopt", "adafac_mlp"),
+        ("velo-s", "velo_s"),
+        ("celo2-base", "celo2base"),
+        ("CELO", "celo"),
+    ],
+)
 def test_hyphenated_hub_names(alias, name):
     assert get_optimizer(alias) == get_optimizer(name)
 
@@ -108,8 +142,11 @@ def test_missing_loss_and_horizon_are_clear_errors():
 def test_scalar_and_high_rank_leaves():
     """Scalars (shape ()) and tensors of any rank are valid params."""
     opt = init_lopt_from_ckpt(get_optimizer("celo"), str(CHECKPOINTS / "celo" / "theta.state"))
-    params = {"s": jnp.asarray(0.3, jnp.float32), "conv": jnp.ones((3, 3, 4, 8)) * 0.1,
-              "v": jnp.ones((5,))}
+    params = {
+        "s": jnp.asarray(0.3, jnp.float32),
+        "conv": jnp.ones((3, 3, 4, 8)) * 0.1,
+        "v": jnp.ones((5,)),
+    }
     state = opt.init(params, num_steps=10)
     for _ in range(3):
         state = opt.update(state, jax.tree_util.tree_map(jnp.ones_like, params), loss=1.0)

@@ -45,33 +45,54 @@ def test_kernel_matches_literal_form(shape, phase2):
         m=tuple(m_prev[..., k].reshape(shape1) for k in range(3)),
         rms=(v_prev[..., 0].reshape(shape1),),
         v_row=tuple(fac_prev.v_row["x"][..., k] for k in range(fac_prev.v_row["x"].shape[-1]))
-        if fac_prev.v_row["x"].size else (),
+        if fac_prev.v_row["x"].size
+        else (),
         v_col=tuple(fac_prev.v_col["x"][..., k] for k in range(fac_prev.v_col["x"].shape[-1]))
-        if fac_prev.v_col["x"].size else (),
+        if fac_prev.v_col["x"].size
+        else (),
         v_diag=tuple(fac_prev.v_diag["x"][..., k].reshape(shape1) for k in range(3))
-        if fac_prev.v_diag["x"].size else (),
+        if fac_prev.v_diag["x"].size
+        else (),
     )
     assert jax.tree_util.tree_structure(kernel_state) == jax.tree_util.tree_structure(
         init_leaf(p, 3, 1, 3)
     )
 
-    mom = rolling_mom_update(MomAccumulator({"x": m_prev}, jnp.zeros(3, jnp.int32)), {"x": g},
-                             DECAYS[0])
-    rms = rolling_rms_update(RmsAccumulator({"x": v_prev}, jnp.zeros(1, jnp.int32)), {"x": g},
-                             DECAYS[1])
-    fac, fac_g = factored_update(FactoredAccum(**{k: getattr(fac_prev, k) for k in
-                                                  ("v_col", "v_row", "v_diag")}), {"x": g},
-                                 DECAYS[2])
-    want = mlp_param_step(weights, p, g, mom.m["x"], rms.rms["x"], fac_g["x"], fac.v_col["x"],
-                          fac.v_row["x"], fac.v_diag["x"], exp_mult=1e-3, step_mult=1e-3,
-                          lr_mult=lr_mult)
-    got, new_state = jax.jit(
-        lambda *a: celo_leaf_update(*a, DECAYS, lr_mult=lr_mult)
-    )(weights, p, g, kernel_state)
+    mom = rolling_mom_update(
+        MomAccumulator({"x": m_prev}, jnp.zeros(3, jnp.int32)), {"x": g}, DECAYS[0]
+    )
+    rms = rolling_rms_update(
+        RmsAccumulator({"x": v_prev}, jnp.zeros(1, jnp.int32)), {"x": g}, DECAYS[1]
+    )
+    fac, fac_g = factored_update(
+        FactoredAccum(**{k: getattr(fac_prev, k) for k in ("v_col", "v_row", "v_diag")}),
+        {"x": g},
+        DECAYS[2],
+    )
+    want = mlp_param_step(
+        weights,
+        p,
+        g,
+        mom.m["x"],
+        rms.rms["x"],
+        fac_g["x"],
+        fac.v_col["x"],
+        fac.v_row["x"],
+        fac.v_diag["x"],
+        exp_mult=1e-3,
+        step_mult=1e-3,
+        lr_mult=lr_mult,
+    )
+    got, new_state = jax.jit(lambda *a: celo_leaf_update(*a, DECAYS, lr_mult=lr_mult))(
+        weights, p, g, kernel_state
+    )
 
     step_want, step_got = np.asarray(p - want), np.asarray(p - got)
     assert got.shape == p.shape
-    np.testing.assert_allclose(step_got, step_want, rtol=1e-4, atol=1e-5 * np.max(np.abs(step_want)))
-    np.testing.assert_allclose(np.stack(new_state.m, -1).reshape(mom.m["x"].shape), mom.m["x"],
-                               rtol=1e-6, atol=1e-8)  # atol: FMA rounding on cancelling sums
+    np.testing.assert_allclose(
+        step_got, step_want, rtol=1e-4, atol=1e-5 * np.max(np.abs(step_want))
+    )
+    np.testing.assert_allclose(
+        np.stack(new_state.m, -1).reshape(mom.m["x"].shape), mom.m["x"], rtol=1e-6, atol=1e-8
+    )  # atol: FMA rounding on cancelling sums
     np.testing.assert_allclose(new_state.rms[0].reshape(shape), rms.rms["x"][..., 0], rtol=1e-6)

@@ -8,9 +8,9 @@ import pytest
 
 from celo import checkpoints
 from celo.factory import get_optimizer
-from celo.optimizers.celo import reference_view
 from celo.lopt import factored_update
 from celo.lopt.ff_mlp import GROUP_CHANNELS, mlp_input_groups, mlp_outputs, stack_w0
+from celo.optimizers.celo import reference_view
 from celo.utils import init_lopt_from_ckpt
 from tests import golden
 from tests.conftest import CHECKPOINTS
@@ -104,27 +104,49 @@ def test_mlp_features_match_golden(step):
     view, prev_view = reference_view(state), reference_view(prev)
     fac = view["fac_rolling"]
     _, fac_g = factored_update(
-        prev_view["fac_rolling"], golden.toy_tree(trace, "grads_", step),
+        prev_view["fac_rolling"],
+        golden.toy_tree(trace, "grads_", step),
         lopt.initial_adafactor_decays,
     )
     m = view["mom_rolling"].m[key]["w"]
     rms = view["rms_rolling"].rms[key]["w"]
     groups = mlp_input_groups(
-        p, g, m, rms, fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"], fac.v_diag[key]["w"],
+        p,
+        g,
+        m,
+        rms,
+        fac_g[key]["w"],
+        fac.v_col[key]["w"],
+        fac.v_row[key]["w"],
+        fac.v_diag[key]["w"],
     )
     raw = np.concatenate(groups, axis=-1)
-    np.testing.assert_allclose(raw, feats[f"step{step}_raw_inputs_linear_0_w"], rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        raw, feats[f"step{step}_raw_inputs_linear_0_w"], rtol=2e-6, atol=1e-7
+    )
     norm = np.concatenate(
-        [x * jax.lax.rsqrt(1e-5 + np.mean(np.square(x), axis=(0, 1), keepdims=True)) for x in groups],
+        [
+            x * jax.lax.rsqrt(1e-5 + np.mean(np.square(x), axis=(0, 1), keepdims=True))
+            for x in groups
+        ],
         axis=-1,
     )
-    np.testing.assert_allclose(norm, feats[f"step{step}_norm_inputs_linear_0_w"], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        norm, feats[f"step{step}_norm_inputs_linear_0_w"], rtol=2e-5, atol=1e-6
+    )
 
     ff = {k: v[0] for k, v in opt.theta["ff_mod_stack"]["~"].items()}
     weights = {k: ff[k] for k in ("b0", "w1", "b1", "w2", "b2")}
     weights["w0"] = stack_w0(ff)
     d, mu = mlp_outputs(
-        weights, p, g, m, rms, fac_g[key]["w"], fac.v_col[key]["w"], fac.v_row[key]["w"],
+        weights,
+        p,
+        g,
+        m,
+        rms,
+        fac_g[key]["w"],
+        fac.v_col[key]["w"],
+        fac.v_row[key]["w"],
         fac.v_diag[key]["w"],
     )
     out = feats[f"step{step}_derived_mlp_out_linear_0_w"]
@@ -151,15 +173,20 @@ def test_final_accumulators_match_golden(name):
     opt = init_lopt_from_ckpt(lopt, str(CHECKPOINTS / CKPT[name] / "theta.state"))
     *_, (_, state) = golden.replay(opt, trace)
     if name == "celo_adam":
-        view = {"mom_rolling": state.mom_rolling, "rms_rolling": state.rms_rolling,
-                "fac_rolling": state.fac_rolling}
+        view = {
+            "mom_rolling": state.mom_rolling,
+            "rms_rolling": state.rms_rolling,
+            "fac_rolling": state.fac_rolling,
+        }
     else:
         view = reference_view(state)
     for leaf in golden.LEAVES:
         module, param = f"mlp/~/{leaf[:8]}", leaf[-1]
         pairs = {
-            "final_mom_": view["mom_rolling"].m, "final_rms_": view["rms_rolling"].rms,
-            "final_fac_vrow_": view["fac_rolling"].v_row, "final_fac_vcol_": view["fac_rolling"].v_col,
+            "final_mom_": view["mom_rolling"].m,
+            "final_rms_": view["rms_rolling"].rms,
+            "final_fac_vrow_": view["fac_rolling"].v_row,
+            "final_fac_vcol_": view["fac_rolling"].v_col,
             "final_fac_vdiag_": view["fac_rolling"].v_diag,
         }
         for prefix, tree in pairs.items():

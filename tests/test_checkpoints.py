@@ -34,7 +34,9 @@ def test_released_layouts_and_sizes():
 
 def test_init_matches_released_shapes():
     for name in ("celo", "celo_phase1", "celo_adam"):
-        raw = checkpoints.load_raw(str(CHECKPOINTS / ("celo_adam" if name == "celo_adam" else "celo") / "theta.state"))
+        raw = checkpoints.load_raw(
+            str(CHECKPOINTS / ("celo_adam" if name == "celo_adam" else "celo") / "theta.state")
+        )
         checkpoints.check_matches(raw, _template(name))
 
 
@@ -44,7 +46,10 @@ def test_missing_extra_and_shape_errors_name_the_keys(tmp_path):
     bad["rnn_params"] = dict(raw["rnn_params"])
     del bad["rnn_params"]["step_size"]
     bad["rnn_params"]["bogus"] = {"w": np.zeros((2, 2), np.float32)}
-    bad["rnn_params"]["linear_1"] = {"w": np.zeros((17, 64), np.float32), "b": raw["rnn_params"]["linear_1"]["b"]}
+    bad["rnn_params"]["linear_1"] = {
+        "w": np.zeros((17, 64), np.float32),
+        "b": raw["rnn_params"]["linear_1"]["b"],
+    }
     path = tmp_path / "bad.state"
     path.write_bytes(checkpoints.to_bytes(bad))
     with pytest.raises(CheckpointError) as e:
@@ -52,7 +57,9 @@ def test_missing_extra_and_shape_errors_name_the_keys(tmp_path):
     msg = str(e.value)
     assert "missing keys: rnn_params → step_size → b, rnn_params → step_size → w" in msg
     assert "unexpected keys: rnn_params → bogus → w" in msg
-    assert "shape mismatch at rnn_params → linear_1 → w: checkpoint (17, 64), expected (18, 64)" in msg
+    assert (
+        "shape mismatch at rnn_params → linear_1 → w: checkpoint (17, 64), expected (18, 64)" in msg
+    )
 
 
 def test_wrong_optimizer_is_rejected():
@@ -112,11 +119,15 @@ def test_load_from_pretrained_partial_phase1_to_phase2():
     phase1 = checkpoints.load_state(CELO, _template("celo_phase1"))
     fresh = _template("celo")
     merged = load_from_pretrained(fresh, phase1)
-    np.testing.assert_array_equal(merged["ff_mod_stack"]["~"]["w1"], phase1["ff_mod_stack"]["~"]["w1"])
+    np.testing.assert_array_equal(
+        merged["ff_mod_stack"]["~"]["w1"], phase1["ff_mod_stack"]["~"]["w1"]
+    )
     # Partial: a tree that only has the scheduler leaves the MLP untouched.
     sched_only = {"rnn_params": phase1["rnn_params"], "lstm_init_state": phase1["lstm_init_state"]}
     merged = load_from_pretrained(fresh, sched_only)
-    np.testing.assert_array_equal(merged["ff_mod_stack"]["~"]["w1"], fresh["ff_mod_stack"]["~"]["w1"])
+    np.testing.assert_array_equal(
+        merged["ff_mod_stack"]["~"]["w1"], fresh["ff_mod_stack"]["~"]["w1"]
+    )
     np.testing.assert_array_equal(
         merged["rnn_params"]["rnn/linear"]["w"], phase1["rnn_params"]["rnn/linear"]["w"]
     )

@@ -3,7 +3,6 @@ original implementation's recorded run (fixtures/golden/fmnist_mlp_curves.npz)."
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import optax
 import pytest
@@ -28,7 +27,7 @@ def setup(ref, request):
     init = {}
     for key in ref.files:
         if key.startswith("init/"):
-            module, param = key[len("init/"):].rsplit("/", 1)
+            module, param = key[len("init/") :].rsplit("/", 1)
             init.setdefault(module, {})[param] = ref[key]
     return data, init
 
@@ -50,8 +49,10 @@ def curves(ref, setup):
     perm = np.asarray(ref["perm"])
     celo = init_lopt_from_ckpt(get_optimizer("celo"), str(CHECKPOINTS / "celo" / "theta.state"))
     adam = OptaxOptimizer(optax.adam(1e-3), name="optax_adam")  # eps_root 0, as recorded
-    return {name: demo.train(opt, init, data, perm, 1000, num_steps=1000)
-            for name, opt in (("celo", celo), ("adam", adam))}
+    return {
+        name: demo.train(opt, init, data, perm, 1000, num_steps=1000)
+        for name, opt in (("celo", celo), ("adam", adam))
+    }
 
 
 def test_loader_gives_the_recorded_images_in_order(ref, setup):
@@ -88,8 +89,13 @@ def test_param_stats_after_early_updates(ref, setup):
             module, param = path.rsplit("/", 1)
             p = np.asarray(c.params[module][param], np.float64)
             want = ref["celo/param_stats"][row, col]
-            np.testing.assert_allclose([p.sum(), (p**2).sum()], want, rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{path} after {k} updates")
+            np.testing.assert_allclose(
+                [p.sum(), (p**2).sum()],
+                want,
+                rtol=1e-4,
+                atol=1e-6,
+                err_msg=f"{path} after {k} updates",
+            )
 
 
 def test_celo_beats_adam_after_1000_steps(curves):

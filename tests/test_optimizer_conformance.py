@@ -41,7 +41,8 @@ def _init_params():
     k1, k2 = jax.random.split(jax.random.PRNGKey(7))
     return {
         "mlp/~/linear_0": {
-            "w": 0.5 * jax.random.normal(k1, (6, 5)), "b": 0.5 * jax.random.normal(k2, (5,))
+            "w": 0.5 * jax.random.normal(k1, (6, 5)),
+            "b": 0.5 * jax.random.normal(k2, (5,)),
         },
         "scale": jnp.asarray(-0.5, jnp.float32),
     }
@@ -70,7 +71,9 @@ def opt(request):
 def test_decreases_quadratic_lopt_face(opt, request):
     name, o = opt
     if name in NOT_A_DESCENT_METHOD_AT_RANDOM_THETA:
-        request.applymarker(pytest.mark.xfail(reason="random-theta VeLO has an arbitrary step sign"))
+        request.applymarker(
+            pytest.mark.xfail(reason="random-theta VeLO has an arbitrary step sign")
+        )
     params = _init_params()
     state = o.init(params, num_steps=HORIZON)
     loss0 = float(quadratic(params))

@@ -202,8 +202,19 @@ def test_readme_kfp_recurring_run_line(api):
 
 
 def _schedule(api, *extra):
-    return cli.main(["pipeline", "schedule", "--host", api.url, "--cron", "0 0 3 * * 1",
-                     "--checkpoints", "amoudgl/celo", *extra])
+    return cli.main(
+        [
+            "pipeline",
+            "schedule",
+            "--host",
+            api.url,
+            "--cron",
+            "0 0 3 * * 1",
+            "--checkpoints",
+            "amoudgl/celo",
+            *extra,
+        ]
+    )
 
 
 def test_schedule_is_idempotent_by_name_and_replace_updates_it(api, capsys):
@@ -224,8 +235,18 @@ def test_service_account_reaches_runs_and_schedules(api):
     assert _schedule(api, "--service-account", "celo-pipeline") == 0
     (job,) = api.posted("recurringruns")
     assert job["service_account"] == "celo-pipeline"
-    rc = cli.main(["pipeline", "submit", "--host", api.url, "-f", "pipelines/celo_full.yaml",
-                   "--service-account", "celo-pipeline"])
+    rc = cli.main(
+        [
+            "pipeline",
+            "submit",
+            "--host",
+            api.url,
+            "-f",
+            "pipelines/celo_full.yaml",
+            "--service-account",
+            "celo-pipeline",
+        ]
+    )
     assert rc == 0
     (run,) = api.posted("runs")
     assert run["service_account"] == "celo-pipeline"

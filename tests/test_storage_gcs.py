@@ -229,8 +229,13 @@ def test_mlflow_tracker_logs_a_gs_checkpoint_and_registers_it(root, tmp_path):
     storage.write_bytes(ckpt, data)
     storage.write_bytes(f"{root}/train/plots/a.png", b"png-a")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = MlflowTracker(uri, experiment="celo-gcs-art", stage="train",
-                            register_model="celo-gcs", model_alias="candidate")
+    tracker = MlflowTracker(
+        uri,
+        experiment="celo-gcs-art",
+        stage="train",
+        register_model="celo-gcs",
+        model_alias="candidate",
+    )
     tracker.log_params({"outer_lr": 3e-4})
     tracker.log_artifact(ckpt, "checkpoint")
     tracker.log_artifact(f"{root}/train/plots", "plots")

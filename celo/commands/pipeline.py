@@ -264,8 +264,9 @@ def _recurring_runs_named(client, experiment_id: str, name: str) -> list:
     """Recurring runs of ``experiment_id`` whose display name is ``name`` (all pages)."""
     found, token = [], ""
     while True:
-        page = client.list_recurring_runs(experiment_id=experiment_id, page_token=token,
-                                          page_size=100)
+        page = client.list_recurring_runs(
+            experiment_id=experiment_id, page_token=token, page_size=100
+        )
         found += [r for r in (page.recurring_runs or []) if r.display_name == name]
         token = page.next_page_token or ""
         if not token:

@@ -165,16 +165,24 @@ def celo_leaf_update(
         col_terms = 0.0
         for k in range(len(v_row)):
             for x, base in ((v_row[k], off[9]), (lax.rsqrt(v_row[k] + 1e-8), off[11])):
-                row_terms = row_terms + x[..., None] * (w0[base + k] * _inv_rms(jnp.sum(x * x), x.size))
+                row_terms = row_terms + x[..., None] * (
+                    w0[base + k] * _inv_rms(jnp.sum(x * x), x.size)
+                )
             for x, base in ((v_col[k], off[10]), (lax.rsqrt(v_col[k] + 1e-8), off[12])):
-                col_terms = col_terms + x[..., None] * (w0[base + k] * _inv_rms(jnp.sum(x * x), x.size))
+                col_terms = col_terms + x[..., None] * (
+                    w0[base + k] * _inv_rms(jnp.sum(x * x), x.size)
+                )
 
     # Pass 2: features and MLP in one elementwise loop.
     p2, g2b, m2, v2, vd2 = lax.optimization_barrier((p, g, m, v, v_diag))
     r = lax.rsqrt(v2 + 1e-6)
     feats = [
-        (g2b, off[0]), (jnp.clip(g2b, -0.1, 0.1), off[1]), (p2, off[2]), (v2, off[4]),
-        (r, off[6]), (g2b * r, off[8]),
+        (g2b, off[0]),
+        (jnp.clip(g2b, -0.1, 0.1), off[1]),
+        (p2, off[2]),
+        (v2, off[4]),
+        (r, off[6]),
+        (g2b * r, off[8]),
     ]
     for k, mk in enumerate(m2):
         feats += [(mk, off[3] + k), (mk * r, off[5] + k)]
@@ -185,8 +193,14 @@ def celo_leaf_update(
     else:
         for k, vd in enumerate(vd2):
             rs = lax.rsqrt(vd + 1e-8)
-            feats += [(g2b * safe_rsqrt(vd + 1e-9), off[7] + k), (vd, off[9] + k), (vd, off[10] + k),
-                      (rs, off[11] + k), (rs, off[12] + k), (m2[k] * vd**-0.5, off[13] + k)]
+            feats += [
+                (g2b * safe_rsqrt(vd + 1e-9), off[7] + k),
+                (vd, off[9] + k),
+                (vd, off[10] + k),
+                (rs, off[11] + k),
+                (rs, off[12] + k),
+                (m2[k] * vd**-0.5, off[13] + k),
+            ]
 
     hidden = w0.shape[1]
     z = []
@@ -196,7 +210,11 @@ def celo_leaf_update(
             term = x * scale[row][j]
             acc = term if acc is None else acc + term
         if dims is not None:
-            acc = acc + jnp.expand_dims(row_terms[..., j], d0) + jnp.expand_dims(col_terms[..., j], d1)
+            acc = (
+                acc
+                + jnp.expand_dims(row_terms[..., j], d0)
+                + jnp.expand_dims(col_terms[..., j], d1)
+            )
         else:
             acc = acc + b0[j]
         z.append(jax.nn.relu(acc))

@@ -54,7 +54,16 @@ def _row_col_factors(v_row, v_col, d1, d0):
 
 
 def mlp_input_groups(
-    p, g, m, rms, fac_g, v_col, v_row, v_diag, *, rsqrt_eps: float = 1e-6,
+    p,
+    g,
+    m,
+    rms,
+    fac_g,
+    v_col,
+    v_row,
+    v_diag,
+    *,
+    rsqrt_eps: float = 1e-6,
     vector_fac_groups: bool = True,
 ) -> list[jnp.ndarray]:
     """The 14 un-normalised input groups, each shaped ``p.shape + (C_k,)``.
@@ -110,7 +119,16 @@ def _dense(inputs, w, b):
 
 
 def mlp_outputs(
-    weights: dict, p, g, m, rms, fac_g, v_col, v_row, v_diag, *,
+    weights: dict,
+    p,
+    g,
+    m,
+    rms,
+    fac_g,
+    v_col,
+    v_row,
+    v_diag,
+    *,
     rsqrt_eps: float = 1e-6,
     norm_eps: float = _NORM_EPS,
     norm_last_axes: int | None = None,
@@ -163,8 +181,10 @@ def mlp_outputs(
         d1, d0 = dims
         row_factor, col_factor = _row_col_factors(v_row, v_col, d1, d0)
         for k, mk in enumerate(ms):
-            fm = mk * jnp.expand_dims(row_factor[..., k], d0) * jnp.expand_dims(
-                col_factor[..., k], d1
+            fm = (
+                mk
+                * jnp.expand_dims(row_factor[..., k], d0)
+                * jnp.expand_dims(col_factor[..., k], d1)
             )
             elem.append((fm, off[13] + k))
         # The row (column) groups are constant along d0 (d1), so their

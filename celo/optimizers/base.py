@@ -138,9 +138,7 @@ def strong_types(tree):
 
 def match_type(new, old):
     """Cast ``new`` leaf-wise to the dtypes of ``old`` (keeps jit caches warm)."""
-    return jax.tree_util.tree_map(
-        lambda n, o: jnp.asarray(n, dtype=jnp.asarray(o).dtype), new, old
-    )
+    return jax.tree_util.tree_map(lambda n, o: jnp.asarray(n, dtype=jnp.asarray(o).dtype), new, old)
 
 
 class LearnedOptimizerInstance(Optimizer):
@@ -246,9 +244,7 @@ class OptaxAdapterState(NamedTuple):
     inner: Any
 
 
-def as_optax(
-    opt: Optimizer, num_steps: int | None = None
-) -> optax.GradientTransformationExtraArgs:
+def as_optax(opt: Optimizer, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
     """Wrap an :class:`Optimizer` as ``optax.GradientTransformationExtraArgs``.
 
     Args:
@@ -266,8 +262,17 @@ def as_optax(
     def init_fn(params):
         return OptaxAdapterState(inner=opt.init(params, num_steps=num_steps))
 
-    def update_fn(updates, state, params=None, *, loss=None, num_steps=None,
-                  model_state=None, key=None, **extra):
+    def update_fn(
+        updates,
+        state,
+        params=None,
+        *,
+        loss=None,
+        num_steps=None,
+        model_state=None,
+        key=None,
+        **extra,
+    ):
         del extra
         inner = state.inner
         if params is None:
@@ -277,7 +282,9 @@ def as_optax(
         if num_steps is not None:
             if not hasattr(inner, "num_steps"):
                 raise ValueError(f"{opt.name} has no training horizon to override")
-            inner = inner.replace(num_steps=jnp.asarray(num_steps, jnp.asarray(inner.num_steps).dtype))
+            inner = inner.replace(
+                num_steps=jnp.asarray(num_steps, jnp.asarray(inner.num_steps).dtype)
+            )
         new_inner = opt.update(inner, updates, loss=loss, model_state=model_state, key=key)
         new_params = opt.get_params(new_inner)
         step = jax.tree_util.tree_map(lambda n, p: n - p, new_params, params)

@@ -22,6 +22,7 @@ from celo.lopt import (
     LSTMState,
     MomAccumulator,
     RmsAccumulator,
+    celo_kernel,
     fractional_tanh_embed,
     linear_apply,
     linear_init,
@@ -33,7 +34,6 @@ from celo.lopt import (
     lstm_initial_state,
     truncated_normal,
 )
-from celo.lopt import celo_kernel
 from celo.lopt.ff_mlp import GROUP_CHANNELS, NUM_INPUTS, mlp_outputs, stack_w0
 from celo.optimizers.base import LearnedOptimizer
 
@@ -82,8 +82,12 @@ def reference_view(state: CeloState) -> dict:
         "fac_rolling": FactoredAccum(
             v_col=unflat([stack(a.v_col, (0, n_fac)) for a in accs]),
             v_row=unflat([stack(a.v_row, (0, n_fac)) for a in accs]),
-            v_diag=unflat([shaped(stack(a.v_diag, None), p) if a.v_diag else jnp.zeros((0, n_fac))
-                           for a, p in zip(accs, leaves)]),
+            v_diag=unflat(
+                [
+                    shaped(stack(a.v_diag, None), p) if a.v_diag else jnp.zeros((0, n_fac))
+                    for a, p in zip(accs, leaves)
+                ]
+            ),
         ),
     }
 
@@ -138,9 +142,7 @@ def scheduler_forward(params: dict, x: jnp.ndarray, state: LSTMState):
         v = jnp.max(u, axis=0, keepdims=True)
         x = linear_apply(params["linear_2"], x) + v
     h, new_state = lstm_apply(params["rnn/linear"], x, state)
-    controls = (
-        linear_apply(params["rnn_to_controls"], h) if "rnn_to_controls" in params else None
-    )
+    controls = linear_apply(params["rnn_to_controls"], h) if "rnn_to_controls" in params else None
     s = jnp.squeeze(linear_apply(params["step_size"], h), -1)
     return controls, s, h, new_state
 
@@ -220,8 +222,11 @@ class Celo(LearnedOptimizer):
     def init_state(self, theta, params, model_state, num_steps, key):
         del key
         leaves = jax.tree_util.tree_leaves(params)
-        k = (len(self.initial_momentum_decays), len(self.initial_rms_decays),
-             len(self.initial_adafactor_decays))
+        k = (
+            len(self.initial_momentum_decays),
+            len(self.initial_rms_decays),
+            len(self.initial_adafactor_decays),
+        )
         return CeloState(
             params=params,
             state=model_state,
@@ -240,8 +245,11 @@ class Celo(LearnedOptimizer):
         del is_valid, key
         loss_buffer, controls, lr_mult, lstm_state = self.scheduler_step(theta, state, loss)
         controls = jax.nn.softmax(controls, axis=-1)
-        decays = (self.initial_momentum_decays, self.initial_rms_decays,
-                  self.initial_adafactor_decays)
+        decays = (
+            self.initial_momentum_decays,
+            self.initial_rms_decays,
+            self.initial_adafactor_decays,
+        )
         ff = theta["ff_mod_stack"]["~"]
         leaves, treedef = jax.tree_util.tree_flatten(state.params)
         grads = treedef.flatten_up_to(grad)
@@ -271,7 +279,6 @@ class Celo(LearnedOptimizer):
 
     def _interpolate(self, ff: dict, control: jnp.ndarray) -> dict:
         return interpolate_ff(ff, control)
-
 
 
 def interpolate_ff(ff: dict, control: jnp.ndarray, ff_mult: float | None = None) -> dict:

@@ -82,7 +82,11 @@ class CeloAdam(LearnedOptimizer):
     def init_state(self, theta, params, model_state, num_steps, key):
         del key
         n_leaves = len(jax.tree_util.tree_leaves(params))
-        fac = factored_init(params, self.initial_adafactor_decays) if self.track_factored_stats else ()
+        fac = (
+            factored_init(params, self.initial_adafactor_decays)
+            if self.track_factored_stats
+            else ()
+        )
         return CeloAdamState(
             params=params,
             state=model_state,

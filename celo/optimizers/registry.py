@@ -28,10 +28,25 @@ LEARNED: dict[str, str] = {
 HANDCRAFTED: dict[str, str] = {
     name: f"celo.optimizers.baselines:{name}"
     for name in (
-        "adam", "sgd", "sgdm", "adamw", "rmsprop", "fromage", "sm3", "lars", "lamb",
-        "adabelief", "adafactor", "adagrad", "yogi", "radam", "nadamw",
+        "adam",
+        "sgd",
+        "sgdm",
+        "adamw",
+        "rmsprop",
+        "fromage",
+        "sm3",
+        "lars",
+        "lamb",
+        "adabelief",
+        "adafactor",
+        "adagrad",
+        "yogi",
+        "radam",
+        "nadamw",
         # Beyond the reference: baselines the paper compares against.
-        "shampoo", "muon", "schedule_free_adamw",
+        "shampoo",
+        "muon",
+        "schedule_free_adamw",
     )
 }
 

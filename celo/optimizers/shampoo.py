@@ -50,7 +50,7 @@ def _inv_fourth_root(mat: jnp.ndarray, eps: float) -> jnp.ndarray:
     mat = mat + eps * jnp.eye(n, dtype=mat.dtype)
     w, v = jnp.linalg.eigh(mat)
     w = jnp.maximum(w, eps)
-    return (v * w ** -0.25) @ v.T
+    return (v * w**-0.25) @ v.T
 
 
 def scale_by_shampoo(
@@ -65,18 +65,21 @@ def scale_by_shampoo(
 
     def init_fn(params):
         zeros = lambda p: jnp.zeros_like(p)
+
         def stat(p, side):
             shape = _as_matrix_shape(p.shape, max_precond_dim)
             if shape is None:
                 return jnp.zeros((0, 0), p.dtype)
             n = shape[0] if side == 0 else shape[1]
             return jnp.zeros((n, n), p.dtype)
+
         def eye(p, side):
             shape = _as_matrix_shape(p.shape, max_precond_dim)
             if shape is None:
                 return jnp.zeros((0, 0), p.dtype)
             n = shape[0] if side == 0 else shape[1]
             return jnp.eye(n, dtype=p.dtype)
+
         tm = jax.tree_util.tree_map
         return ShampooState(
             count=jnp.zeros([], jnp.int32),

@@ -80,8 +80,11 @@ class KfpApiStub:
             return 200, ({"experiments": hits, "total_size": len(hits)} if hits else {})
         if path == f"{PREFIX}/recurringruns":
             exp = query.get("experiment_id", [None])[0]
-            hits = [r for r in self.recurring_runs.values()
-                    if exp is None or r.get("experiment_id") == exp]
+            hits = [
+                r
+                for r in self.recurring_runs.values()
+                if exp is None or r.get("experiment_id") == exp
+            ]
             return 200, ({"recurringRuns": hits, "total_size": len(hits)} if hits else {})
         for kind, table in (
             ("experiments", self.experiments),
