@@ -21,7 +21,6 @@ import datetime
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _machine import cpu_model
 
 from celo import data
 
@@ -108,11 +108,7 @@ def mlp_adam_step(
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln)
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
+    model = cpu_model()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # shared machines skew the figures
     return (
         f"{model}; {os.cpu_count()} cores visible; load average {load} at the start; "

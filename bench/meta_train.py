@@ -25,13 +25,12 @@ import datetime
 import functools
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from _machine import cpu_model
 
 from celo.meta import configs, trainer
 
@@ -94,16 +93,7 @@ def measure(iterations: int, blocks: int, **overrides) -> dict:
 
 
 def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown"
-    return f"{model}; {os.cpu_count()} cores visible"
+    return f"{cpu_model()}; {os.cpu_count()} cores visible"
 
 
 def markdown(r: dict, command: str) -> str:

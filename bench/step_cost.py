@@ -17,12 +17,12 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import time
 
 import jax
 import jax.numpy as jnp
 import optax
+from _machine import cpu_model
 
 from celo.factory import get_optimizer
 
@@ -92,15 +92,7 @@ def time_opt(name, params, grads, reps):
 
 
 def machine() -> str:
-    try:
-        model = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in model.splitlines()
-            if line.startswith("Model name")
-        )
-    except Exception:
-        model = platform.processor() or "unknown CPU"
+    model = cpu_model()
     return f"{model}, {os.cpu_count()} cores, jax {jax.__version__}, {platform.python_version()}"
 
 
