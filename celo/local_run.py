@@ -205,14 +205,9 @@ def _parent_run(uri: str, experiment: str) -> str | None:
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(experiment)
-        runs = client.search_runs(
-            [exp.experiment_id],
-            "tags.`celo.role` = 'pipeline'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+        from celo.tracking_mlflow import latest_pipeline_runs
+
+        runs = latest_pipeline_runs(MlflowClient(tracking_uri=uri), experiment, 1)
         return runs[0].info.run_id if runs else None
     except Exception:  # noqa: BLE001 - only for the printout
         return None

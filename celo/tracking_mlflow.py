@@ -53,6 +53,19 @@ class TrackingUnavailableWarning(RuntimeWarning):
     """MLflow could not be reached; the stage goes on and spools its records."""
 
 
+def latest_pipeline_runs(client, experiment: str, n: int) -> list:
+    """The ``n`` newest parent (pipeline) runs of ``experiment``, newest first."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs(
+        [exp.experiment_id],
+        f"tags.`{ROLE_TAG}` = 'pipeline'",
+        order_by=["attributes.start_time DESC"],
+        max_results=n,
+    )
+
+
 def _metric_key(key: str) -> str:
     # MLflow keys allow alphanumerics, "_-./ " only; keep the rest readable.
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", str(key))

@@ -29,6 +29,8 @@ import urllib.request
 import websocket
 from mlflow import MlflowClient
 
+from celo.tracking_mlflow import latest_pipeline_runs
+
 #: Clicks the "Show diff only" switches and the assistant panel's close button.
 PREPARE_JS = """
 (() => {
@@ -69,18 +71,12 @@ class Page:
                 return msg.get("result", {})
 
 
-def latest_pipeline_runs(uri: str, experiment: str) -> tuple[str, list[str]]:
+def two_latest_runs(uri: str, experiment: str) -> tuple[str, list[str]]:
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs(
-        [exp.experiment_id],
-        "tags.`celo.role` = 'pipeline'",
-        order_by=["attributes.start_time DESC"],
-        max_results=2,
-    )
+    runs = latest_pipeline_runs(client, experiment, 2)
     if len(runs) < 2:
         sys.exit(f"need two pipeline runs in {experiment!r}, found {len(runs)}")
-    return exp.experiment_id, [runs[1].info.run_id, runs[0].info.run_id]
+    return runs[0].info.experiment_id, [runs[1].info.run_id, runs[0].info.run_id]
 
 
 def main() -> int:
@@ -94,7 +90,7 @@ def main() -> int:
     p.add_argument("--size", default="1600,2300", help="window; the UI scrolls inside it")
     args = p.parse_args()
     uri = "sqlite:///" + os.path.abspath(args.store)
-    exp_id, runs = latest_pipeline_runs(uri, args.experiment)
+    exp_id, runs = two_latest_runs(uri, args.experiment)
     mlflow_exe = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     ui = subprocess.Popen(
