@@ -30,6 +30,24 @@ def test_parse_optimizer_forms():
     )
     s = specs.parse_optimizer("mine:celo-adam=runs/x/theta.state")
     assert (s.label, s.name, s.checkpoint) == ("mine", "celo_adam", "runs/x/theta.state")
+    s = specs.parse_optimizer("sgd@0.01,0.1,1", [1e-3])  # its own grid wins
+    assert (s.label, s.name, s.lrs, s.tags()) == (
+        "sgd",
+        "sgd",
+        (0.01, 0.1, 1.0),
+        ["lr_1e-02", "lr_1e-01", "lr_1e+00"],
+    )
+    s = specs.parse_optimizer("fast:sgdm@3e-2")
+    assert (s.label, s.name, s.lrs) == ("fast", "sgdm", (0.03,))
+    for bad, reason in [
+        ("sgd@", "positive numbers"),
+        ("sgd@0.1,x", "positive numbers"),
+        ("sgd@-1", "positive numbers"),
+        ("sgd@0.1,0.1", "repeats"),
+        ("celo@0.1=x.state", "takes no learning-rate grid"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            specs.parse_optimizer(bad)
     with pytest.raises(ValueError, match="needs its meta-parameters"):
         specs.parse_optimizer("celo")
     with pytest.raises(ValueError, match="takes no checkpoint"):

@@ -31,8 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="SPEC",
-        help="NAME (hand-designed, LR-tuned), NAME=theta.state, NAME=hf://owner/repo, "
-        "or LABEL:NAME=CHECKPOINT",
+        help="NAME (hand-designed, tuned over --lrs), NAME@LR,LR,... (tuned over its own "
+        "grid), NAME=theta.state, NAME=hf://owner/repo, or LABEL:NAME=CHECKPOINT",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help="velodrome17, velodrome17_small or fast_velo")
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--lrs",
         nargs="+",
         type=float,
-        help="learning-rate grid of the hand-designed optimizers "
+        help="learning-rate grid of the hand-designed optimizers given without their own "
         "(default: the suite's; half-decades 1e-5…1 for full suites)",
     )
     p.add_argument(

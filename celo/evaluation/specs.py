@@ -1,8 +1,11 @@
 """Which optimizers an evaluation runs, as written on the command line.
 
-An optimizer is given as ``NAME``, ``NAME=CHECKPOINT`` or ``LABEL:NAME=CHECKPOINT``:
+An optimizer is given as ``NAME``, ``NAME@LR,LR,…``, ``NAME=CHECKPOINT`` or
+``LABEL:NAME=CHECKPOINT``:
 
-* ``adam`` — a hand-designed optimizer, tuned over a learning-rate grid;
+* ``adam`` — a hand-designed optimizer, tuned over the command's learning-rate grid;
+* ``sgd@0.01,0.1,1`` — the same, tuned over its own grid (optimizers differ in
+  where their good learning rates lie, so a short sweep needs a grid per optimizer);
 * ``celo=path/to/theta.state`` — a learned optimizer with its meta-parameters;
 * ``celo=hf://amoudgl/celo`` — the same, downloaded from the Hugging Face Hub;
 * ``mine:celo=runs/x/theta.state`` — a custom label, so that two checkpoints of
@@ -70,15 +73,32 @@ class OptimizerSpec:
         return cls(d["label"], d["name"], d.get("checkpoint"), tuple(d.get("lrs") or ()))
 
 
+def _parse_grid(text: str, grid: str) -> tuple[float, ...]:
+    try:
+        lrs = tuple(float(x) for x in grid.split(","))
+    except ValueError:
+        lrs = ()
+    if not lrs or not all(np.isfinite(lr) and lr > 0 for lr in lrs):
+        raise ValueError(
+            f"{text!r}: the learning-rate grid after '@' must be positive numbers "
+            f"separated by commas, e.g. sgd@0.01,0.1,1"
+        )
+    if len({lr_tag(lr) for lr in lrs}) != len(lrs):
+        raise ValueError(f"{text!r}: the learning-rate grid repeats a value")
+    return lrs
+
+
 def parse_optimizer(text: str, lrs: Sequence[float] = DEFAULT_LR_GRID) -> OptimizerSpec:
-    """Parse ``[LABEL:]NAME[=CHECKPOINT]``; see the module docstring.
+    """Parse ``[LABEL:]NAME[@LR,LR,…][=CHECKPOINT]``; see the module docstring.
 
     Raises:
-      ValueError: for a learned optimizer without a checkpoint, or a checkpoint
-        given to a hand-designed one.
+      ValueError: for a learned optimizer without a checkpoint, a checkpoint or
+        a learning-rate grid given to the wrong kind of optimizer, or a grid
+        that is not positive numbers.
     """
     label, rest = text.split(":", 1) if ":" in text.split("=", 1)[0] else (None, text)
     name, checkpoint = (rest.split("=", 1) + [None])[:2]
+    name, grid = (name.split("@", 1) + [None])[:2]
     name = canonical_name(name)
     label = label or name
     if is_learned(name):
@@ -87,9 +107,13 @@ def parse_optimizer(text: str, lrs: Sequence[float] = DEFAULT_LR_GRID) -> Optimi
                 f"{text!r}: learned optimizer {name!r} needs its meta-parameters: "
                 f"write {name}=path/to/theta.state or {name}=hf://owner/repo"
             )
+        if grid is not None:
+            raise ValueError(f"{text!r}: learned optimizer {name!r} takes no learning-rate grid")
         return OptimizerSpec(label, name, checkpoint)
     if checkpoint:
         raise ValueError(f"{text!r}: {name!r} is hand-designed and takes no checkpoint")
+    if grid is not None:
+        return OptimizerSpec(label, name, None, _parse_grid(text, grid))
     return OptimizerSpec(label, name, None, tuple(float(x) for x in lrs))
 
 
