@@ -126,3 +126,15 @@ def test_performance_profile_counts_tasks_above_tau():
     )
     np.testing.assert_allclose(prof["a"], [1.0, 0.75, 0.5, 0.25, 0.0])
     assert ci["a"].shape == (2, 5)
+
+
+def test_plot_palette_keeps_every_optimizer_distinct():
+    """Twenty optimizers in one figure need twenty colours (the 10-colour cycle repeats)."""
+    from matplotlib.colors import to_hex
+
+    from celo.evaluation import plots
+
+    for n in (3, 10, 20, 23):
+        colours = [to_hex(c) for c in plots.palette(n)]
+        assert len(colours) == n and len(set(colours)) == n
+    assert plots.palette(3) == list(plots.COLORS[:3])  # small runs keep the usual colours

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from celo import storage
@@ -44,8 +45,29 @@ def _save(fig: Figure, path: str) -> str:
     return path
 
 
-def _color(labels: Sequence[str], label: str) -> str:
-    return COLORS[list(labels).index(label) % len(COLORS)]
+#: Above this many optimizers, legends go beside the axes instead of over the curves.
+_LEGEND_INSIDE_MAX = 8
+
+
+def palette(n: int) -> list:
+    """``n`` colours, all different: the ten above, else matplotlib's ``tab20``
+    (up to 20), else evenly spaced samples of ``turbo``."""
+    if n <= len(COLORS):
+        return list(COLORS[:n])
+    cmap = colormaps["tab20"] if n <= 20 else colormaps["turbo"]
+    return [cmap(i / (n - 1) if n > 20 else i) for i in range(n)]
+
+
+def _color(labels: Sequence[str], label: str):
+    labels = list(labels)
+    return palette(len(labels))[labels.index(label)]
+
+
+def _legend(ax, n: int, fontsize: float) -> None:
+    if n <= _LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=fontsize)
+    else:
+        ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _draw_task(
@@ -99,7 +121,7 @@ def task_curves(
         fig = Figure(figsize=(5, 3.4))
         ax = fig.subplots()
         _draw_task(ax, task, curves, labels, ref_final[task])
-        ax.legend(fontsize=6)
+        _legend(ax, len(curves) + 1, 6)
         paths.append(_save(fig, storage.join(out_dir, f"curves_{task}.png")))
     if per_task:
         n = len(per_task)
@@ -117,7 +139,7 @@ def task_curves(
             handles,
             [m.split(" (lr")[0] for m in names],
             loc="lower center",
-            ncol=len(names),
+            ncol=min(len(names), 7),
             fontsize=8,
             bbox_to_anchor=(0.5, 1.0),
         )
@@ -185,7 +207,8 @@ def profiles(summary: Mapping[str, Any], path: str, reps: int = 500) -> str | No
         ax.set_ylabel("fraction of tasks with score > τ")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"Performance profile: {title}", fontsize=9)
-        ax.legend(fontsize=7)
+        if ax is axes[-1] or len(labels) <= _LEGEND_INSIDE_MAX:
+            _legend(ax, len(labels), 7)
     fig.tight_layout()
     return _save(fig, path)
 
