@@ -58,9 +58,9 @@ def palette(n: int) -> list:
     return [cmap(i / (n - 1) if n > 20 else i) for i in range(n)]
 
 
-def _color(labels: Sequence[str], label: str):
-    labels = list(labels)
-    return palette(len(labels))[labels.index(label)]
+def _colors(labels: Sequence[str]) -> dict[str, Any]:
+    """Each optimizer's colour, fixed by its position among ``labels`` in every figure."""
+    return dict(zip(labels, palette(len(labels)), strict=True))
 
 
 def _legend(ax, n: int, fontsize: float) -> None:
@@ -74,11 +74,11 @@ def _draw_task(
     ax,
     task: str,
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, str]],
-    labels: Sequence[str],
+    colors: Mapping[str, Any],
     ref_final: float | None,
 ) -> None:
     for label, (raw, smooth, legend) in curves.items():
-        color = _color(labels, label)
+        color = colors[label]
         xs = np.arange(1, len(raw) + 1)
         ax.plot(xs, raw, color=color, alpha=0.2, lw=0.8)
         ax.plot(xs, smooth, color=color, lw=1.6, label=legend)
@@ -99,7 +99,7 @@ def task_curves(
     out_dir: str,
 ) -> list[str]:
     """One PNG per task plus a grid of all tasks; returns the paths written."""
-    labels = [o.label for o in optimizers]
+    colors = _colors([o.label for o in optimizers])
     ref = summary["reference"]
     per_task: dict[str, dict[str, tuple[np.ndarray, np.ndarray, str]]] = {}
     for o in optimizers:
@@ -120,7 +120,7 @@ def task_curves(
     for task, curves in per_task.items():
         fig = Figure(figsize=(5, 3.4))
         ax = fig.subplots()
-        _draw_task(ax, task, curves, labels, ref_final[task])
+        _draw_task(ax, task, curves, colors, ref_final[task])
         _legend(ax, len(curves) + 1, 6)
         paths.append(_save(fig, storage.join(out_dir, f"curves_{task}.png")))
     if per_task:
@@ -130,7 +130,7 @@ def task_curves(
         fig = Figure(figsize=(4 * cols, 3 * rows))
         axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
         for ax, (task, curves) in zip(axes, per_task.items()):
-            _draw_task(ax, task, curves, labels, ref_final[task])
+            _draw_task(ax, task, curves, colors, ref_final[task])
         for ax in axes[n:]:
             ax.set_visible(False)
         handles, names = axes[0].get_legend_handles_labels()
@@ -152,7 +152,7 @@ def iqm_bars(summary: Mapping[str, Any], path: str) -> str | None:
     opts = {k: v for k, v in summary["optimizers"].items() if "iqm_final_loss" in v}
     if not opts:
         return None
-    labels = list(summary["optimizers"])
+    colors = _colors(list(summary["optimizers"]))
     fig = Figure(figsize=(8, 0.5 * len(opts) + 1.6))
     axes = fig.subplots(1, 2, sharey=True)
     names = list(opts)
@@ -164,7 +164,7 @@ def iqm_bars(summary: Mapping[str, Any], path: str) -> str | None:
         vals = np.array([opts[k][key] for k in names])
         ci = np.array([opts[k][f"{key}_ci"] for k in names])
         err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-        ax.barh(ys, vals, xerr=err, color=[_color(labels, k) for k in names], alpha=0.8, capsize=4)
+        ax.barh(ys, vals, xerr=err, color=[colors[k] for k in names], alpha=0.8, capsize=4)
         for y, v, (lo, hi) in zip(ys, vals, ci):
             ax.text(hi, y, f"  {v:.2f} [{lo:.2f}, {hi:.2f}]", fontsize=7, va="center")
         ax.axvline(1.0, color="k", ls="--", lw=0.8)
@@ -185,6 +185,7 @@ def profiles(summary: Mapping[str, Any], path: str, reps: int = 500) -> str | No
     if not tasks:
         return None
     labels = list(summary["optimizers"])
+    colors = _colors(labels)
     fig = Figure(figsize=(9, 3.4))
     axes = fig.subplots(1, 2)
     for ax, key, title in (
@@ -199,7 +200,7 @@ def profiles(summary: Mapping[str, Any], path: str, reps: int = 500) -> str | No
         taus = np.linspace(0.0, top, 81)
         prof, ci = scoring.performance_profile(scores, taus, reps=reps)
         for k in labels:
-            color = _color(labels, k)
+            color = colors[k]
             ax.plot(taus, prof[k], color=color, label=k)
             ax.fill_between(taus, ci[k][0], ci[k][1], color=color, alpha=0.15)
         ax.axvline(1.0, color="k", ls="--", lw=0.8)
