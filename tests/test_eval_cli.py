@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from celo import cli
-from celo.evaluation import cells, scoring, specs
+from celo.evaluation import cells, executor, scoring, specs
 from tests.conftest import CHECKPOINTS
 
 CELO = CHECKPOINTS / "celo" / "theta.state"
@@ -195,7 +195,30 @@ def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
         cli.main([a if a != "10" else "12" for a in argv])
 
 
-def test_worker_pool_runs_cells_and_reports_failures(tmp_path, data_dir):
+def test_progress_bar_names_the_training_cells_and_their_steps():
+    bar = executor._Progress(total=2, enabled=False)
+    a = cells.Cell("adam", "RNNLM_lm1b32k_Patch32_LSTM256_Embed128", 0, "lr_1e-04")
+    b = cells.Cell("celo", "RNNLM_wikipediaen32k_Patch32_LSTM256_Embed128", 0, "theta")
+    bar.step(a, 10, 1000)
+    bar.step(b, 340, 1000)
+    bar.step(a, 20, 1000)
+    assert bar.bar.postfix == (
+        "adam RNNLM_lm1b32k_Patch32_LSTM25 lr_1e-04 20/1000"
+        " | celo RNNLM_wikipediaen32k_Patch32 theta 340/1000"
+    )
+    bar(a, "error", {"error": "worker exited with code -9"})
+    assert bar.bar.postfix == "celo RNNLM_wikipediaen32k_Patch32 theta 340/1000"
+    bar(b, "done", {"summary": {"diverged": False, "seconds_per_step": 5.0}})
+    assert bar.bar.postfix == "celo RNNLM_wikipediaen32k_Patch32"
+    assert [r["status"] for r in bar.records] == ["error", "done"]
+
+
+def test_worker_pool_runs_cells_and_reports_failures(tmp_path, data_dir, monkeypatch):
+    steps = []
+    step = executor._Progress.step
+    monkeypatch.setattr(
+        executor._Progress, "step", lambda self, *a: (steps.append(a), step(self, *a))
+    )
     out = tmp_path / "pool"
     argv = [
         "evaluate",
@@ -226,6 +249,9 @@ def test_worker_pool_runs_cells_and_reports_failures(tmp_path, data_dir):
         "No_Such_Task"
     ]
     assert (out / "cells/adam" / TASKS[0] / "seed_0/lr_1e-02.npz").exists()
+    # The workers report each cell's steps to the bar: its last chunk at least.
+    for tag in ("lr_1e-03", "lr_1e-02"):
+        assert (cells.Cell("adam", TASKS[0], 0, tag), 10, 10) in steps
 
 
 def test_reference_test_script_flags(tmp_path, data_dir):

@@ -93,6 +93,18 @@ def test_exactly_steps_updates_and_reference_keys():
     assert curve.seconds_per_step > 0
 
 
+def test_progress_is_reported_after_every_chunk():
+    seen = []
+    runner = CurveRunner(
+        Regression(), lambda lr: get_optimizer("sgd", learning_rate=lr), CurveConfig(steps=25)
+    )
+    runner.run(0.05, _datasets(), on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(10, 25), (20, 25), (25, 25)]
+    seen.clear()
+    diverging = runner.run(10.0 * 1e3, _datasets(), on_progress=lambda *a: seen.append(a))
+    assert diverging.diverged and seen[-1][0] == diverging.steps_run < 25
+
+
 def test_curve_matches_a_plain_loop_with_the_loss_passed_every_step():
     task, opt = Regression(), LossScaledSGD()
     curve = train_curve(

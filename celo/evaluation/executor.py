@@ -17,6 +17,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,14 +36,23 @@ def default_workers() -> int:
 
 
 class _Progress:
-    """A tqdm bar over cells plus the status of every cell, shared by threads."""
+    """A tqdm bar over cells plus the status of every cell, shared by threads.
+
+    The bar's postfix names the cells that are training and their steps, so a
+    long cell (an RNN LM takes hours on a CPU) shows it is moving.
+    """
+
+    #: Least seconds between two redraws caused by step reports.
+    REFRESH_SECONDS = 0.5
 
     def __init__(self, total: int, enabled: bool):
         self.bar = tqdm(
             total=total, desc="cells", unit="cell", disable=not enabled, dynamic_ncols=True
         )
         self.records: list[dict[str, Any]] = []
+        self.running: dict[cells.Cell, tuple[int, int]] = {}
         self.lock = threading.Lock()
+        self._drawn = 0.0
 
     def __call__(self, cell: cells.Cell, status: str, info: dict[str, Any]) -> None:
         with self.lock:
@@ -64,8 +74,28 @@ class _Progress:
                 s = info["summary"]
                 rec.update(diverged=s["diverged"], seconds_per_step=s["seconds_per_step"])
             self.records.append(rec)
-            self.bar.set_postfix_str(f"{cell.label} {cell.task[:28]}", refresh=False)
+            self.running.pop(cell, None)
+            self.bar.set_postfix_str(self._postfix(cell), refresh=False)
             self.bar.update(1)
+
+    def step(self, cell: cells.Cell, done: int, total: int) -> None:
+        """Note that ``cell`` has trained ``done`` of its ``total`` steps."""
+        with self.lock:
+            self.running[cell] = (done, total)
+            now = time.monotonic()
+            redraw = now - self._drawn >= self.REFRESH_SECONDS
+            if redraw:
+                self._drawn = now
+            self.bar.set_postfix_str(self._postfix(cell), refresh=redraw)
+
+    def _postfix(self, last: cells.Cell) -> str:
+        """The training cells with their steps, or else the cell that ended last."""
+        if not self.running:
+            return f"{last.label} {last.task[:28]}"
+        return " | ".join(
+            f"{c.label} {c.task[:28]} {c.tag} {done}/{total}"
+            for c, (done, total) in self.running.items()
+        )
 
     def close(self):
         self.bar.close()
@@ -90,7 +120,7 @@ def execute(
     try:
         if workers <= 1:
             for job in jobs:
-                run_job(job, bar)
+                run_job(job, bar, bar.step)
         else:
             _pool(jobs, workers, bar, worker_env)
     finally:
@@ -149,6 +179,8 @@ def _serve(todo: queue.Queue, bar: _Progress, env, failures: list) -> None:
                     cell = cells.Cell(**msg["cell"])
                     reported.add(cell)
                     bar(cell, msg["status"], msg.get("info", {}))
+                elif msg["event"] == "progress":
+                    bar.step(cells.Cell(**msg["cell"]), msg["done"], msg["total"])
                 elif msg["event"] == "fatal":
                     raise cells.ConfigMismatchError(msg["error"])
                 elif msg["event"] == "job_done":

@@ -243,7 +243,13 @@ class CurveRunner:
             self._compile_seconds += time.perf_counter() - t0
         return self._compiled[key]
 
-    def run(self, hp: Any, datasets: Any, eval_datasets: Any = None) -> Curve:
+    def run(
+        self,
+        hp: Any,
+        datasets: Any,
+        eval_datasets: Any = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Curve:
         """Train with hyperparameters ``hp`` on ``datasets`` and return the curves.
 
         Args:
@@ -252,6 +258,8 @@ class CurveRunner:
           eval_datasets: evaluation batches (train, outer_valid, test); ``datasets``
             if None. Give a separate copy to keep evaluation from consuming the
             training stream (the reference shares one train iterator).
+          on_progress: called as ``on_progress(steps_done, steps)`` after every
+            chunk of ``eval_every`` updates.
         """
         cfg = self.config
         self._compile_seconds = self._eval_compile = 0.0
@@ -285,6 +293,8 @@ class CurveRunner:
             train_s += seconds
             losses[step : step + length] = chunk_losses
             steps_run = step + length
+            if on_progress is not None:
+                on_progress(steps_run, cfg.steps)
             bad = ~np.isfinite(chunk_losses)
             if bad.any():
                 # Recorded, not dropped: the rest of the curve stays NaN.

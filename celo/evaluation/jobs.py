@@ -9,6 +9,7 @@ receive them on a pipe (see :mod:`celo.evaluation.executor`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 import traceback
@@ -28,6 +29,9 @@ EVAL_SEED_OFFSET = 10_000
 
 #: ``on_cell(cell, status, info)`` with status ``done``, ``skipped`` or ``error``.
 CellCallback = Callable[[cells.Cell, str, dict[str, Any]], None]
+
+#: ``on_progress(cell, steps_done, steps)`` while a cell trains.
+ProgressCallback = Callable[[cells.Cell, int, int], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +99,14 @@ def pending(job: Job) -> list[cells.Cell]:
     return [c for c in job.cells() if not cells.is_done(job.root, c, job.provenance(c.tag, digest))]
 
 
-def run_job(job: Job, on_cell: CellCallback | None = None) -> None:
-    """Run every unfinished cell of ``job`` in this process."""
+def run_job(
+    job: Job, on_cell: CellCallback | None = None, on_progress: ProgressCallback | None = None
+) -> None:
+    """Run every unfinished cell of ``job`` in this process.
+
+    ``on_cell`` hears how each cell ended; ``on_progress`` hears the training
+    steps of the running cell after every chunk of ``job.eval_every`` updates.
+    """
     from celo.tasks import get_task
 
     on_cell = on_cell or (lambda *a: None)
@@ -131,7 +141,8 @@ def run_job(job: Job, on_cell: CellCallback | None = None) -> None:
             data = get_task(job.task, data_dir=job.data_dir, seed=job.seed).datasets
             evals = get_task(job.task, data_dir=job.data_dir, seed=job.seed + EVAL_SEED_OFFSET)
             t0 = time.perf_counter()
-            curve = runner.run(hps[cell.tag], data, evals.datasets)
+            report = None if on_progress is None else functools.partial(on_progress, cell)
+            curve = runner.run(hps[cell.tag], data, evals.datasets, on_progress=report)
             info = {
                 "provenance": job.provenance(cell.tag, digest),
                 "optimizer": job.spec.to_json(),
