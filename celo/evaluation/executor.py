@@ -42,13 +42,24 @@ class _Progress:
     long cell (an RNN LM takes hours on a CPU) shows it is moving.
     """
 
-    #: Least seconds between two redraws caused by step reports.
+    #: Least seconds between two redraws caused by step reports: on a terminal, and
+    #: in a log file (a background run's log gets one line per redraw).
     REFRESH_SECONDS = 0.5
+    LOG_REFRESH_SECONDS = 60.0
 
     def __init__(self, total: int, enabled: bool):
+        # miniters=1: a resume skips finished cells in a burst, and tqdm's adaptive
+        # miniters would then skip redraws when the slow cells end, hours apart.
         self.bar = tqdm(
-            total=total, desc="cells", unit="cell", disable=not enabled, dynamic_ncols=True
+            total=total,
+            desc="cells",
+            unit="cell",
+            disable=not enabled,
+            dynamic_ncols=True,
+            miniters=1,
         )
+        tty = getattr(sys.stderr, "isatty", lambda: False)()
+        self.refresh_seconds = self.REFRESH_SECONDS if tty else self.LOG_REFRESH_SECONDS
         self.records: list[dict[str, Any]] = []
         self.running: dict[cells.Cell, tuple[int, int]] = {}
         self.lock = threading.Lock()
@@ -83,7 +94,7 @@ class _Progress:
         with self.lock:
             self.running[cell] = (done, total)
             now = time.monotonic()
-            redraw = now - self._drawn >= self.REFRESH_SECONDS
+            redraw = now - self._drawn >= self.refresh_seconds
             if redraw:
                 self._drawn = now
             self.bar.set_postfix_str(self._postfix(cell), refresh=redraw)
