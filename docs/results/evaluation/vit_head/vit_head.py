@@ -64,10 +64,11 @@ def with_rank2_attention(task):
     shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
 
     def flat(path, x):
-        if not any("MultiHeadDotProductAttention" in str(k) for k in path):
+        keys = [k.key for k in path]
+        if not any(k.startswith("MultiHeadDotProductAttention") for k in keys):
             return x
         if x.ndim == 3:
-            out = str(path[-2]) == "['out']"
+            out = keys[-2] == "out"
             return x.reshape(-1, x.shape[-1]) if out else x.reshape(x.shape[0], -1)
         return x.reshape(-1)
 
@@ -80,28 +81,28 @@ def with_rank2_attention(task):
 
 def grid_final(label: str, task: str, tag: str, steps: int) -> float | None:
     """Smoothed training loss after ``steps`` of the grid's (zero-head) run, if committed."""
-    path = GRID / "cells" / label / task / "seed_0" / f"{tag}.npz"
-    if not path.exists():
+    cell = cells.Cell(label, task, 0, tag)
+    if cells.read_info(str(GRID), cell) is None:
         return None
-    return scoring.final_value(scoring.ema(np.load(path)["train/loss"][:steps]))
+    loss = cells.read_curve(str(GRID), cell)["train/loss"]
+    return scoring.final_value(scoring.ema(loss[:steps]))
 
 
 def plot(task: str, output: Path) -> Path:
     """Smoothed training curves: the grid's runs and every variant run here."""
     from matplotlib.figure import Figure
 
-    runs = {}
-    for path in sorted((GRID / "cells").glob(f"*/{task}/seed_0/*.npz")):
-        label = path.parts[-4]
-        if label in ("celo", "adam") and path.stem in ("theta", "lr_3e-04"):
-            runs[f"{label}, zero head (grid)"] = path
+    runs = {
+        f"{label}, zero head (grid)": cells.read_curve(str(GRID), cells.Cell(label, task, 0, tag))
+        for label, tag in (("adam", "lr_3e-04"), ("celo", "theta"))
+    }
     for path in sorted((output / "cells").glob(f"*/{task}/seed_0/*.npz")):
         if path.stem in ("celo_theta", "adam_lr_3e-04"):
-            runs[f"{path.stem.split('_')[0]}, {path.parts[-4].replace('_', ' ')}"] = path
+            runs[f"{path.stem.split('_')[0]}, {path.parts[-4].replace('_', ' ')}"] = np.load(path)
     fig = Figure(figsize=(6, 3.6))
     ax = fig.subplots()
-    for label, path in runs.items():
-        loss = np.load(path)["train/loss"]
+    for label, curve in runs.items():
+        loss = curve["train/loss"]
         ax.plot(np.arange(1, len(loss) + 1), scoring.ema(loss), lw=1.4, label=label)
     ax.set_yscale("log")
     ax.set_title(f"{task}: smoothed training loss (Adam at 3e-4)", fontsize=8)
