@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from celo import cli
 from celo.evaluation import cells, executor, scoring, specs
@@ -193,6 +194,30 @@ def test_resume_refuses_a_different_configuration(tmp_path, data_dir):
     assert cli.main(argv) == 0
     with pytest.raises(cells.ConfigMismatchError, match="steps"):
         cli.main([a if a != "10" else "12" for a in argv])
+
+
+def test_progress_bar_leaves_skipped_cells_out_of_its_rate():
+    """A resume's finished cells must not make the remaining hours look like seconds."""
+    bar = executor._Progress(total=12, enabled=True)
+    try:
+        for i in range(10):
+            bar(cells.Cell("adam", f"task_{i}", 0, "lr_1e-03"), "skipped", {})
+        fd = bar.bar.format_dict
+        assert (fd["n"], fd["initial"]) == (10, 10)
+        assert "10/12" in str(bar.bar)
+        assert "?" in tqdm.format_meter(**{**fd, "elapsed": 5.0, "rate": None})
+        bar(
+            cells.Cell("celo", "task_10", 0, "theta"),
+            "done",
+            {"summary": {"diverged": False, "seconds_per_step": 1.0}},
+        )
+        fd = bar.bar.format_dict
+        assert (fd["n"], fd["initial"]) == (11, 10)
+        # one cell in 100 s: one more to go is 100 s away, not 100 s / 11.
+        assert "01:40<01:40" in tqdm.format_meter(**{**fd, "elapsed": 100.0, "rate": None})
+    finally:
+        bar.close()
+    assert [r["status"] for r in bar.records] == ["skipped"] * 10 + ["done"]
 
 
 def test_progress_bar_names_the_training_cells_and_their_steps():
