@@ -206,6 +206,7 @@ def test_progress_bar_leaves_skipped_cells_out_of_its_rate():
         assert (fd["n"], fd["initial"]) == (10, 10)
         assert "10/12" in str(bar.bar)
         assert "?" in tqdm.format_meter(**{**fd, "elapsed": 5.0, "rate": None})
+        bar.bar.mininterval = 0  # let tqdm sample the rate at once (by default 0.1 s)
         bar(
             cells.Cell("celo", "task_10", 0, "theta"),
             "done",
@@ -215,6 +216,7 @@ def test_progress_bar_leaves_skipped_cells_out_of_its_rate():
         assert (fd["n"], fd["initial"]) == (11, 10)
         # one cell in 100 s: one more to go is 100 s away, not 100 s / 11.
         assert "01:40<01:40" in tqdm.format_meter(**{**fd, "elapsed": 100.0, "rate": None})
+        assert fd["rate"] is None  # no EMA of bursts: the bar uses the run's mean rate
     finally:
         bar.close()
     assert [r["status"] for r in bar.records] == ["skipped"] * 10 + ["done"]

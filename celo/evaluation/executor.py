@@ -50,6 +50,9 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         # miniters=1: a resume skips finished cells in a burst, and tqdm's adaptive
         # miniters would then skip redraws when the slow cells end, hours apart.
+        # smoothing=0: the rate is cells per second over the whole run. A job's
+        # learning rates end in bursts, and an EMA over them promised an hour-long
+        # cell every minute.
         self.bar = tqdm(
             total=total,
             desc="cells",
@@ -57,6 +60,7 @@ class _Progress:
             disable=not enabled,
             dynamic_ncols=True,
             miniters=1,
+            smoothing=0,
         )
         tty = getattr(sys.stderr, "isatty", lambda: False)()
         self.refresh_seconds = self.REFRESH_SECONDS if tty else self.LOG_REFRESH_SECONDS
