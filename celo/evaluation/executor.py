@@ -91,24 +91,11 @@ class _Progress:
             self.records.append(rec)
             self.running.pop(cell, None)
             self.bar.set_postfix_str(self._postfix(cell), refresh=False)
-            if status == "skipped":
-                self._skip()
-            else:
-                self.bar.update(1)
-
-    def _skip(self) -> None:
-        """Count a finished cell from an earlier run as a head start, not as progress.
-
-        A resume skips its finished cells in a burst of milliseconds; counted by
-        ``update`` they would set the rate and promise the remaining (hours-long)
-        cells in seconds. tqdm leaves ``initial`` out of its rate and estimate.
-        """
-        if self.bar.disable:
-            return
-        self.bar.initial += 1
-        self.bar.n += 1
-        self.bar.last_print_n += 1
-        self.bar.refresh()
+            if status == "skipped" and not self.bar.disable:
+                # A resume's finished cells are a head start, not progress: tqdm leaves
+                # ``initial`` out of its rate and estimate (a disabled bar has none).
+                self.bar.initial += 1
+            self.bar.update(1)
 
     def step(self, cell: cells.Cell, done: int, total: int) -> None:
         """Note that ``cell`` has trained ``done`` of its ``total`` steps."""
